@@ -1,0 +1,340 @@
+/*
+ * main.c - the cosockd program: command line, resource limits, signals and
+ * the worker's main loop (dispatcher poll, then resume ready cosockets).
+ *
+ *   cosockd [OPTIONS] SCRIPT.lua [ARGS...]
+ *   cosockd [OPTIONS] proxy --listen [ADDR:]PORT --upstream HOST:PORT
+ *   cosockd [OPTIONS] echo --listen [ADDR:]PORT
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "log.h"
+#include "luabind.h"
+
+/* Descriptors kept for things other than connections (logs, epoll, the
+ * ring, eventfd, resolver sockets, script files). */
+#define FD_RESERVE 64
+#define SHUTDOWN_GRACE_MS 5000
+
+extern const char app_echo[], app_proxy[];
+extern const size_t app_echo_len, app_proxy_len;
+
+static volatile sig_atomic_t stop_signal;
+static cs_loop *signal_loop;
+
+struct options {
+	enum cs_backend backend;
+	long max_conns;
+	/* bundled apps */
+	const char *app;
+	char listen_addr[256];
+	int listen_port;
+	char upstream_host[256];
+	int upstream_port;
+	long connect_timeout_ms;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: cosockd [OPTIONS] SCRIPT.lua [ARGS...]\n"
+		"       cosockd [OPTIONS] proxy --listen [ADDR:]PORT --upstream HOST:PORT [--connect-timeout MS]\n"
+		"       cosockd [OPTIONS] echo --listen [ADDR:]PORT\n"
+		"\n"
+		"Runs Lua scripts written for the ba.socket cosocket API.\n"
+		"\n"
+		"options:\n"
+		"  --backend=auto|uring|epoll  dispatcher backend (default auto: io_uring if usable)\n"
+		"  --max-connections=N         connection slots (default 262144; bounded by RLIMIT_NOFILE)\n"
+		"  -h, --help                  this text\n"
+		"  -V, --version               print the version\n");
+}
+
+static void die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "cosockd: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, " (try cosockd --help)\n");
+	exit(2);
+}
+
+static long parse_long(const char *s, long lo, long hi, const char *what)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		die_usage(what, s);
+	return v;
+}
+
+/* "[ADDR:]PORT", "[v6addr]:PORT" */
+static void parse_listen(const char *s, struct options *o)
+{
+	const char *colon = strrchr(s, ':');
+	const char *port = colon ? colon + 1 : s;
+	o->listen_addr[0] = 0;
+	if (colon) {
+		const char *a = s;
+		size_t n = (size_t)(colon - s);
+		if (n >= 2 && a[0] == '[' && a[n - 1] == ']') {
+			a++;
+			n -= 2;
+		}
+		if (n >= sizeof(o->listen_addr))
+			die_usage("--listen address too long: %s", s);
+		memcpy(o->listen_addr, a, n);
+		o->listen_addr[n] = 0;
+	}
+	o->listen_port = (int)parse_long(port, 0, 65535, "--listen wants [ADDR:]PORT, got '%s'");
+}
+
+static void parse_upstream(const char *s, struct options *o)
+{
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s)
+		die_usage("--upstream wants HOST:PORT, got '%s'", s);
+	const char *h = s;
+	size_t n = (size_t)(colon - s);
+	if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+		h++;
+		n -= 2;
+	}
+	if (n >= sizeof(o->upstream_host))
+		die_usage("--upstream host too long: %s", s);
+	memcpy(o->upstream_host, h, n);
+	o->upstream_host[n] = 0;
+	o->upstream_port = (int)parse_long(colon + 1, 1, 65535, "--upstream port must be 1-65535, got '%s'");
+}
+
+/* Options of a bundled app, after its name. */
+static void parse_app(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{"listen", required_argument, NULL, 'l'},
+		{"upstream", required_argument, NULL, 'u'},
+		{"connect-timeout", required_argument, NULL, 't'},
+		{NULL, 0, NULL, 0},
+	};
+	bool proxy = !strcmp(o->app, "proxy");
+	o->listen_port = -1;
+	o->connect_timeout_ms = 1000;
+	optind = 1;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'l':
+			parse_listen(optarg, o);
+			break;
+		case 'u':
+			if (!proxy)
+				die_usage("%s takes no --upstream", o->app);
+			parse_upstream(optarg, o);
+			break;
+		case 't':
+			if (!proxy)
+				die_usage("%s takes no --connect-timeout", o->app);
+			o->connect_timeout_ms = parse_long(optarg, 1, 600000, "--connect-timeout wants milliseconds, got '%s'");
+			break;
+		default:
+			die_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (o->listen_port < 0)
+		die_usage("%s needs --listen [ADDR:]PORT", o->app);
+	if (proxy && !o->upstream_host[0])
+		die_usage("%s needs --upstream HOST:PORT", o->app);
+}
+
+/* Returns the index of the script (or app name) in argv. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{"backend", required_argument, NULL, 'b'},
+		{"max-connections", required_argument, NULL, 'm'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	o->backend = CS_BACKEND_AUTO;
+	o->max_conns = 262144;
+	opterr = 0; /* our own one-line messages */
+	int ch;
+	while ((ch = getopt_long(argc, argv, "+hV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'b':
+			if (!strcmp(optarg, "auto"))
+				o->backend = CS_BACKEND_AUTO;
+			else if (!strcmp(optarg, "uring") || !strcmp(optarg, "io_uring"))
+				o->backend = CS_BACKEND_URING;
+			else if (!strcmp(optarg, "epoll"))
+				o->backend = CS_BACKEND_EPOLL;
+			else
+				die_usage("--backend must be auto, uring or epoll, not '%s'", optarg);
+			break;
+		case 'm':
+			o->max_conns = parse_long(optarg, 1, 1 << 22, "--max-connections must be 1-4194304, got '%s'");
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("cosockd %s (%s)\n", COSOCKD_VERSION, cs_vm_lua_release());
+			exit(0);
+		default:
+			die_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		die_usage("%s", "no script or app given");
+	const char *first = argv[optind];
+	if (!strcmp(first, "proxy") || !strcmp(first, "echo")) {
+		o->app = first;
+		parse_app(argc - optind, argv + optind, o);
+	}
+	return optind;
+}
+
+/* Raise the descriptor limit as far as the hard limit allows and size the
+ * slot table to what the process can really hold. */
+static uint32_t connection_capacity(long wanted)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return (uint32_t)wanted;
+	rlim_t need = (rlim_t)wanted + FD_RESERVE;
+	if (rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	long cap = rl.rlim_cur > FD_RESERVE ? (long)(rl.rlim_cur - FD_RESERVE) : 1;
+	if (cap < wanted) {
+		cs_log(CS_LOG_NOTICE,
+		       "cosockd: connection capacity is %ld, not the %ld asked for: RLIMIT_NOFILE is %llu (hard limit %llu)",
+		       cap, wanted, (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+		return (uint32_t)cap;
+	}
+	return (uint32_t)wanted;
+}
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+	if (signal_loop)
+		cs_loop_wake(signal_loop);
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa = {.sa_handler = on_stop_signal};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN); /* reload arrives with the systemd issue */
+}
+
+static int run_script(cs_vm *vm, const struct options *o, int argc, char **argv, int idx)
+{
+	if (!o->app)
+		return cs_vm_run_file(vm, argv[idx], argc, argv, idx);
+	char port[16], uport[16], ctmo[24];
+	snprintf(port, sizeof(port), "%d", o->listen_port);
+	snprintf(uport, sizeof(uport), "%d", o->upstream_port);
+	snprintf(ctmo, sizeof(ctmo), "%ld", o->connect_timeout_ms);
+	char *app_argv[] = {argv[0], (char *)o->app, (char *)o->listen_addr, port,
+			    (char *)o->upstream_host, uport, ctmo};
+	bool proxy = !strcmp(o->app, "proxy");
+	int app_argc = proxy ? 7 : 4;
+	return cs_vm_run_chunk(vm, proxy ? app_proxy : app_echo, proxy ? app_proxy_len : app_echo_len,
+			       proxy ? "=proxy" : "=echo", app_argc, app_argv, 1);
+}
+
+/* The worker's loop: resume what is ready, then wait for the dispatcher.
+ * A stop (signal or cosockd.exit) closes listeners and wakes every waiting
+ * cosocket with "sysshutdown"; queued bytes then get a grace period. */
+static int serve(cs_loop *loop, cs_vm *vm)
+{
+	bool stopping = false;
+	uint64_t deadline = 0;
+	int code = 0;
+	for (;;) {
+		bool more = cs_vm_run_ready(vm);
+		if (!stopping && (stop_signal || cs_vm_exit_requested(vm, &code))) {
+			if (stop_signal)
+				cs_log(CS_LOG_NOTICE, "cosockd: %s: shutting down", strsignal(stop_signal));
+			stopping = true;
+			deadline = cs_loop_now(loop) + SHUTDOWN_GRACE_MS;
+			cs_vm_shutdown(vm);
+			continue;
+		}
+		if (!more && !cs_vm_busy(vm))
+			break;
+		int timeout = more ? 0 : -1;
+		if (stopping) {
+			uint64_t now = cs_loop_now(loop);
+			if (now >= deadline) {
+				cs_log(CS_LOG_WARNING, "cosockd: grace period over, closing what is left");
+				break;
+			}
+			if (timeout < 0 || deadline - now < (uint64_t)timeout)
+				timeout = (int)(deadline - now);
+		}
+		int r = cs_loop_poll(loop, timeout);
+		if (r < 0) {
+			cs_log(CS_LOG_ERR, "cosockd: dispatcher failed: %s", strerror(-r));
+			return 1;
+		}
+	}
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = {0};
+	int idx = parse_options(argc, argv, &o);
+	uint32_t capacity = connection_capacity(o.max_conns);
+
+	struct cs_loop_config cfg = {.backend = o.backend, .max_conns = capacity};
+	cs_loop *loop;
+	int r = cs_loop_create(&cfg, &cs_vm_conn_ops, NULL, &loop);
+	if (r < 0) {
+		cs_log(CS_LOG_ERR, "cosockd: cannot start the %s dispatcher: %s",
+		       o.backend == CS_BACKEND_URING ? "io_uring" : o.backend == CS_BACKEND_EPOLL ? "epoll" : "",
+		       strerror(-r));
+		return 1;
+	}
+	cs_log(CS_LOG_INFO, "cosockd %s: dispatcher backend %s%s, %u connection slots", COSOCKD_VERSION,
+	       cs_loop_backend(loop),
+	       o.backend == CS_BACKEND_AUTO && strcmp(cs_loop_backend(loop), "io_uring") ? " (io_uring unavailable)" : "",
+	       capacity);
+
+	struct cs_vm_config vcfg = {.loop = loop, .log = cs_log_line};
+	cs_vm *vm;
+	if (cs_vm_create(&vcfg, &vm) < 0) {
+		cs_log(CS_LOG_ERR, "cosockd: cannot create the Lua state");
+		cs_loop_destroy(loop);
+		return 1;
+	}
+	signal_loop = loop;
+	install_signals();
+
+	int code = run_script(vm, &o, argc, argv, idx) < 0 ? 1 : 0;
+	if (code == 0)
+		code = serve(loop, vm);
+	else
+		cs_vm_shutdown(vm);
+	cs_vm_destroy(vm);
+	signal_loop = NULL;
+	cs_loop_destroy(loop);
+	return code;
+}

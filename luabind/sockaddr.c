@@ -1,0 +1,132 @@
+/*
+ * sockaddr.c - names and addresses for ba.socket: resolution off the loop
+ * thread, address formatting, listening sockets.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int cs__resolve_now(const char *host, int port, bool ipv6, bool passive, struct addrinfo **res)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = ipv6 ? AF_INET6 : AF_UNSPEC};
+	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : AI_ADDRCONFIG);
+	char portstr[8];
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	int r = getaddrinfo(host, portstr, &hints, res);
+	if (r == EAI_BADFLAGS || (r != 0 && (hints.ai_flags & AI_ADDRCONFIG))) {
+		/* AI_ADDRCONFIG hides loopback-only families; try without. */
+		hints.ai_flags &= ~AI_ADDRCONFIG;
+		r = getaddrinfo(host, portstr, &hints, res);
+	}
+	return r;
+}
+
+/* Numeric addresses resolve at once and without blocking. */
+static int resolve_numeric(const char *host, int port, bool ipv6, struct addrinfo **res)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = ipv6 ? AF_INET6 : AF_UNSPEC,
+				 .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+	char portstr[8];
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	return getaddrinfo(host, portstr, &hints, res);
+}
+
+static void resolve_work(cs_job *job)
+{
+	struct cs_resolve *r = (struct cs_resolve *)job;
+	r->gai_err = cs__resolve_now(r->host, atoi(r->port), r->ipv6, false, &r->res);
+}
+
+static void resolve_done(cs_job *job)
+{
+	struct cs_resolve *r = (struct cs_resolve *)job;
+	cs_sock *sock = r->sock;
+	if (sock) {
+		sock->vm->resolving--;
+		sock->resolve = NULL;
+		cs__connect_resolved(sock, r->gai_err ? NULL : r->res, r->gai_err);
+	} else if (r->res) {
+		freeaddrinfo(r->res); /* the socket stopped waiting meanwhile */
+	}
+	free(r->host);
+	free(r);
+}
+
+int cs__resolve_start(cs_sock *sock, const char *host, int port, bool ipv6)
+{
+	struct addrinfo *res = NULL;
+	if (resolve_numeric(host, port, ipv6, &res) == 0) {
+		cs__connect_resolved(sock, res, 0);
+		return 0;
+	}
+	struct cs_resolve *r = calloc(1, sizeof(*r));
+	if (!r || !(r->host = strdup(host))) {
+		free(r);
+		return -ENOMEM;
+	}
+	snprintf(r->port, sizeof(r->port), "%d", port);
+	r->ipv6 = ipv6;
+	r->sock = sock;
+	r->job.work = resolve_work;
+	r->job.done = resolve_done;
+	sock->resolve = r;
+	sock->vm->resolving++;
+	cs_pool_submit(sock->vm->resolver, &r->job);
+	return 0;
+}
+
+int cs__addr_string(const struct sockaddr *sa, char *buf, size_t len, bool *ipv6)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &a->sin6_addr, buf, (socklen_t)len);
+		*ipv6 = true;
+		return ntohs(a->sin6_port);
+	}
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &a->sin_addr, buf, (socklen_t)len);
+		*ipv6 = false;
+		return ntohs(a->sin_port);
+	}
+	snprintf(buf, len, "?");
+	*ipv6 = false;
+	return 0;
+}
+
+int cs__bind_listener(const char *intf, int port, bool ipv6, int *fd_out)
+{
+	struct addrinfo *res = NULL;
+	int r = intf ? resolve_numeric(intf, port, ipv6, &res) : -1;
+	if (r != 0 && intf)
+		r = cs__resolve_now(intf, port, ipv6, true, &res);
+	if (!intf)
+		r = cs__resolve_now(ipv6 ? "::" : "0.0.0.0", port, ipv6, true, &res);
+	if (r != 0)
+		return -EADDRNOTAVAIL;
+	int err = -EADDRNOTAVAIL;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			err = -errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+			freeaddrinfo(res);
+			*fd_out = fd;
+			return 0;
+		}
+		err = -errno;
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return err;
+}

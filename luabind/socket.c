@@ -1,0 +1,1059 @@
+/*
+ * socket.c - ba.socket and the socket object (metatable "_BASOCK") in
+ * cosocket mode, over dispatch/.
+ *
+ * I/O failures come back as nil plus the original product's error string;
+ * misuse raises a Lua error that starts with "Invalid op:". See
+ * docs/API.md for where cosockd departs from BA-API.md.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* A cosocket writer waits when the queue was busy and now holds more. */
+#define WRITE_YIELD_BYTES 1400
+#define DEFAULT_QUEUE_LIMIT 16384
+#define DEFAULT_CONNECT_MS 1000
+
+static void sock_timer_fired(cs_timer *t);
+
+static cs_sock *check_sock(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, CS_SOCK_MT);
+}
+
+/* Push a new socket object, taking over conn (may be NULL). */
+static cs_sock *push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn)
+{
+	cs_sock *s = lua_newuserdatauv(L, sizeof(*s), 1);
+	memset(s, 0, sizeof(*s));
+	s->vm = vm;
+	s->kind = (uint8_t)kind;
+	s->self_ref = LUA_NOREF;
+	s->queue_limit = DEFAULT_QUEUE_LIMIT;
+	s->maxsize = 8192;
+	s->id = ++vm->next_id;
+	cs_timer_init(&s->timer, sock_timer_fired);
+	luaL_setmetatable(L, CS_SOCK_MT);
+	vm->total_socks++;
+	if (conn) {
+		s->conn = conn;
+		s->had_conn = true;
+		cs_conn_set_udata(conn, s);
+		vm->active_socks++;
+	}
+	return s;
+}
+
+static void push_self(lua_State *L, cs_sock *s)
+{
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
+}
+
+static void stop_timer(cs_sock *s)
+{
+	cs_timer_stop(s->vm->loop, &s->timer);
+}
+
+/* Wake s with nil, err (its wait is over for a reason other than data). */
+static void wake_fail(cs_sock *s, const char *err)
+{
+	stop_timer(s);
+	lua_pushnil(s->co);
+	lua_pushstring(s->co, err);
+	cs__wake(s, 2);
+}
+
+static void remove_writer(cs_sock *target, cs_sock *w)
+{
+	for (cs_sock **pp = &target->writers; *pp; pp = &(*pp)->wnext) {
+		if (*pp == w) {
+			*pp = w->wnext;
+			if (target->writers_tail == w) {
+				target->writers_tail = NULL;
+				for (cs_sock *t = target->writers; t; t = t->wnext)
+					target->writers_tail = t;
+			}
+			break;
+		}
+	}
+	w->wnext = NULL;
+	w->write_target = NULL;
+}
+
+/* Resume every cosocket waiting on s's queue: with true, or nil, err. */
+static void wake_writers(cs_sock *s, const char *err)
+{
+	cs_sock *w = s->writers;
+	s->writers = s->writers_tail = NULL;
+	while (w) {
+		cs_sock *next = w->wnext;
+		w->wnext = NULL;
+		w->write_target = NULL;
+		if (err) {
+			wake_fail(w, err);
+		} else {
+			lua_pushboolean(w->co, 1);
+			cs__wake(w, 1);
+		}
+		w = next;
+	}
+}
+
+/* End whatever s's own coroutine waits for on s itself, with nil, err. */
+static void cancel_own_wait(cs_sock *s, const char *err)
+{
+	switch (s->wait) {
+	case CS_WAIT_READ:
+	case CS_WAIT_ACCEPT:
+	case CS_WAIT_CONNECT:
+	case CS_WAIT_SLEEP:
+		if (s->resolve) {
+			s->resolve->sock = NULL;
+			s->resolve = NULL;
+			s->vm->resolving--;
+		}
+		wake_fail(s, err);
+		break;
+	case CS_WAIT_WRITE:
+		if (s->write_target)
+			remove_writer(s->write_target, s);
+		wake_fail(s, err);
+		break;
+	default:
+		break;
+	}
+}
+
+static void free_addrs(cs_sock *s)
+{
+	if (s->addrs)
+		freeaddrinfo(s->addrs);
+	s->addrs = s->next_addr = NULL;
+	free(s->intf);
+	s->intf = NULL;
+}
+
+bool cs__sock_close(cs_sock *s, const char *err, bool graceful)
+{
+	if (!s->conn)
+		return false;
+	cs_conn *c = s->conn;
+	s->conn = NULL;
+	s->rx_paused = false;
+	s->vm->active_socks--;
+	cs_conn_close(c, graceful);
+	free_addrs(s);
+	if (s->co && s->wait != CS_WAIT_WRITE)
+		cancel_own_wait(s, err);
+	wake_writers(s, err);
+	return true;
+}
+
+void cs__sock_finished(cs_sock *s)
+{
+	stop_timer(s);
+	if (s->write_target)
+		remove_writer(s->write_target, s);
+	if (s->resolve) {
+		s->resolve->sock = NULL;
+		s->resolve = NULL;
+		s->vm->resolving--;
+	}
+	if (s->wait != CS_WAIT_NONE && s->wait != CS_WAIT_READY && s->wait != CS_WAIT_DISABLED)
+		s->vm->waiting--;
+	s->wait = CS_WAIT_NONE;
+	cs__sock_close(s, "socketclosed", true);
+	cs__release_coroutine(s);
+}
+
+void cs__sock_shutdown_all(cs_vm *vm)
+{
+	for (cs_sock *s = vm->cosockets; s; s = s->next) {
+		if (s->kind == CS_SOCK_LISTEN && s->conn) {
+			cs__sock_close(s, "sysshutdown", false);
+			continue;
+		}
+		if (s->wait == CS_WAIT_READ && s->conn)
+			cs_conn_recv_cancel(s->conn);
+		cancel_own_wait(s, "sysshutdown");
+	}
+}
+
+/* ---- dispatcher callbacks ------------------------------------------- */
+
+static void on_recv(cs_conn *c, const char *data, ssize_t n)
+{
+	cs_sock *s = cs_conn_udata(c);
+	if (!s || s->wait != CS_WAIT_READ)
+		return;
+	if (n > 0) {
+		stop_timer(s);
+		lua_pushlstring(s->co, data, (size_t)n);
+		cs__wake(s, 1);
+		return;
+	}
+	s->dead_read = true;
+	cs__sock_close(s, "socketreadfailed", n == 0);
+}
+
+static void deliver_accepted(cs_sock *ls, int fd)
+{
+	cs_conn *c;
+	int r = cs_conn_open(ls->vm->loop, fd, NULL, &c);
+	if (r < 0) {
+		cs__log(ls->vm, CS_LOG_WARNING, "accept: connection dropped: %s", strerror(-r));
+		return;
+	}
+	stop_timer(ls);
+	push_sock(ls->co, ls->vm, CS_SOCK_TCP, c);
+	cs__wake(ls, 1);
+}
+
+/* accept() failed for a reason that may pass (EMFILE, ENFILE, ENOMEM):
+ * wait a little and try again rather than ending the accept loop. */
+static void accept_later(cs_sock *ls, int err)
+{
+	cs__log(ls->vm, CS_LOG_WARNING, "accept: %s; retrying in 100 ms", strerror(-err));
+	cs_timer_start(ls->vm->loop, &ls->timer, 100);
+}
+
+static void on_accept(cs_conn *c, int fd)
+{
+	cs_sock *ls = cs_conn_udata(c);
+	if (!ls || ls->wait != CS_WAIT_ACCEPT) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (fd >= 0)
+		deliver_accepted(ls, fd);
+	else
+		accept_later(ls, fd);
+}
+
+static int connect_next(cs_sock *s);
+static void connect_finish(cs_sock *s, int r);
+
+static void on_connect(cs_conn *c, int err)
+{
+	cs_sock *s = cs_conn_udata(c);
+	if (!s || s->wait != CS_WAIT_CONNECT)
+		return;
+	stop_timer(s);
+	if (err == 0) {
+		connect_finish(s, 0);
+		return;
+	}
+	s->conn = NULL;
+	s->vm->active_socks--;
+	cs_conn_close(c, false);
+	connect_finish(s, connect_next(s));
+}
+
+static void on_drain(cs_conn *c)
+{
+	cs_sock *s = cs_conn_udata(c);
+	if (s)
+		wake_writers(s, cs_conn_error(c) ? "socketwritefailed" : NULL);
+}
+
+static void on_release(cs_loop *loop, uintptr_t cookie)
+{
+	cs_vm *vm = cs_loop_udata(loop);
+	if (vm && !vm->closing)
+		luaL_unref(vm->L, LUA_REGISTRYINDEX, (int)cookie);
+}
+
+const struct cs_conn_ops cs_vm_conn_ops = {
+	.recv = on_recv,
+	.accept = on_accept,
+	.connect = on_connect,
+	.drain = on_drain,
+	.release = on_release,
+};
+
+static void sock_timer_fired(cs_timer *t)
+{
+	cs_sock *s = (cs_sock *)((char *)t - offsetof(cs_sock, timer));
+	switch (s->wait) {
+	case CS_WAIT_READ:
+		cs_conn_recv_cancel(s->conn);
+		/* fall through */
+	case CS_WAIT_SLEEP:
+		wake_fail(s, "timeout");
+		break;
+	case CS_WAIT_CONNECT: {
+		cs_conn *c = s->conn;
+		s->conn = NULL;
+		s->vm->active_socks--;
+		cs_conn_close(c, false);
+		int r = connect_next(s);
+		connect_finish(s, r == -ECONNREFUSED && !s->next_addr ? -ETIMEDOUT : r);
+		break;
+	}
+	case CS_WAIT_ACCEPT: {
+		int fd = cs_conn_accept(s->conn);
+		if (fd >= 0)
+			deliver_accepted(s, fd);
+		else if (fd != -EAGAIN)
+			accept_later(s, fd);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+/* ---- connect --------------------------------------------------------- */
+
+/* Try the remaining addresses. 1: in progress; 0: connected; -errno:
+ * nothing left (-ETIMEDOUT when the last try timed out). */
+static int connect_next(cs_sock *s)
+{
+	int last = -ECONNREFUSED;
+	while (s->next_addr) {
+		struct addrinfo *ai = s->next_addr;
+		s->next_addr = ai->ai_next;
+		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			last = -errno;
+			continue;
+		}
+		if (s->intf) {
+			struct addrinfo *la = NULL;
+			if (cs__resolve_now(s->intf, 0, ai->ai_family == AF_INET6, true, &la) == 0) {
+				if (bind(fd, la->ai_addr, la->ai_addrlen) < 0)
+					last = -errno;
+				freeaddrinfo(la);
+			}
+		}
+		cs_conn *c;
+		int r = cs_conn_open(s->vm->loop, fd, s, &c);
+		if (r < 0) {
+			last = r;
+			continue;
+		}
+		s->conn = c;
+		s->vm->active_socks++;
+		r = cs_conn_connect(c, ai->ai_addr, ai->ai_addrlen);
+		if (r == 0)
+			return 0;
+		if (r == -EINPROGRESS) {
+			cs_timer_start(s->vm->loop, &s->timer, s->connect_ms);
+			return 1;
+		}
+		last = r;
+		s->conn = NULL;
+		s->vm->active_socks--;
+		cs_conn_close(c, false);
+	}
+	return last;
+}
+
+/* Hand the connect outcome r (see connect_next) to the waiting coroutine. */
+static void connect_finish(cs_sock *s, int r)
+{
+	if (r == 1)
+		return;
+	if (r == 0) {
+		s->had_conn = true;
+		s->kind = CS_SOCK_TCP;
+		s->mode = 's';
+		free_addrs(s);
+		push_self(s->co, s);
+		cs__wake(s, 1);
+		return;
+	}
+	free_addrs(s);
+	wake_fail(s, r == -ETIMEDOUT ? "timeout" : "cannotconnect");
+}
+
+void cs__connect_resolved(cs_sock *s, struct addrinfo *res, int gai_err)
+{
+	if (!res) {
+		stop_timer(s);
+		lua_pushnil(s->co);
+		lua_pushstring(s->co, "cannotresolve");
+		lua_pushstring(s->co, gai_strerror(gai_err));
+		cs__wake(s, 3);
+		return;
+	}
+	s->addrs = s->next_addr = res;
+	connect_finish(s, connect_next(s));
+}
+
+struct conn_opts {
+	const char *intf;
+	bool ipv6;
+	lua_Integer timeout;
+};
+
+static void read_opts(lua_State *L, int idx, struct conn_opts *o)
+{
+	o->intf = NULL;
+	o->ipv6 = false;
+	o->timeout = DEFAULT_CONNECT_MS;
+	if (lua_isnoneornil(L, idx))
+		return;
+	luaL_checktype(L, idx, LUA_TTABLE);
+	if (lua_getfield(L, idx, "intf") == LUA_TSTRING)
+		o->intf = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	lua_getfield(L, idx, "ipv6");
+	o->ipv6 = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	if (lua_getfield(L, idx, "timeout") == LUA_TNUMBER && lua_isinteger(L, -1))
+		o->timeout = lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	if (o->timeout <= 0)
+		o->timeout = DEFAULT_CONNECT_MS;
+	/* intf stays valid: the option table is an argument of the call */
+}
+
+/* Connect from outside a cosocket: blocks the calling thread. */
+static int connect_blocking(lua_State *L, const char *host, int port, const struct conn_opts *o)
+{
+	struct addrinfo *res;
+	int gai = cs__resolve_now(host, port, o->ipv6, false, &res);
+	if (gai) {
+		lua_pushnil(L);
+		lua_pushstring(L, "cannotresolve");
+		lua_pushstring(L, gai_strerror(gai));
+		return 3;
+	}
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+		if (r < 0 && errno == EINPROGRESS) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			int err = 0;
+			socklen_t sl = sizeof(err);
+			if (poll(&p, 1, (int)o->timeout) == 1 &&
+			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 && err == 0)
+				r = 0;
+		}
+		if (r < 0) {
+			close(fd);
+			continue;
+		}
+		freeaddrinfo(res);
+		cs_conn *c;
+		cs_vm *vm = cs__vm(L);
+		if (cs_conn_open(vm->loop, fd, NULL, &c) < 0)
+			return cs__fail(L, "malloc");
+		cs_sock *s = push_sock(L, vm, CS_SOCK_TCP, c);
+		(void)s;
+		return 1;
+	}
+	freeaddrinfo(res);
+	return cs__fail(L, "cannotconnect");
+}
+
+/* ba.socket.connect(host, port [, op]) */
+static int l_connect(lua_State *L)
+{
+	const char *host = luaL_checkstring(L, 1);
+	lua_Integer port = luaL_checkinteger(L, 2);
+	luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
+	struct conn_opts o;
+	read_opts(L, 3, &o);
+	cs_sock *s = cs__current(L);
+	if (!s)
+		return connect_blocking(L, host, (int)port, &o);
+	if (s->vm->shutting_down)
+		return cs__fail(L, "sysshutdown");
+	if (s->conn)
+		return cs__fail(L, "incorrectuse");
+	s->connect_ms = (uint32_t)o.timeout;
+	s->ipv6 = o.ipv6;
+	free_addrs(s);
+	if (o.intf && !(s->intf = strdup(o.intf)))
+		return cs__fail(L, "malloc");
+	/* Mark the wait before starting: numeric hosts may finish at once, and
+	 * their result is then pushed onto this very stack. */
+	s->wait = CS_WAIT_CONNECT;
+	s->vm->waiting++;
+	if (cs__resolve_start(s, host, (int)port, o.ipv6) < 0) {
+		s->wait = CS_WAIT_NONE;
+		s->vm->waiting--;
+		return cs__fail(L, "malloc");
+	}
+	if (s->wait == CS_WAIT_READY) {
+		/* finished synchronously: the results are already on the stack */
+		s->wait = CS_WAIT_NONE;
+		cs_vm *vm = s->vm;
+		/* take s back out of the ready queue (it is the last entry) */
+		cs_sock **pp = &vm->ready_head;
+		cs_sock *prev = NULL;
+		while (*pp && *pp != s) {
+			prev = *pp;
+			pp = &(*pp)->ready_next;
+		}
+		if (*pp) {
+			*pp = s->ready_next;
+			if (vm->ready_tail == s)
+				vm->ready_tail = prev;
+		}
+		return s->nresume;
+	}
+	return lua_yield(L, 0);
+}
+
+/* ---- bind, accept, event --------------------------------------------- */
+
+/* ba.socket.bind(port [, op]) */
+static int l_bind(lua_State *L)
+{
+	lua_Integer port = luaL_checkinteger(L, 1);
+	luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
+	struct conn_opts o;
+	read_opts(L, 2, &o);
+	cs_vm *vm = cs__vm(L);
+	cs_sock *cur = cs__current(L);
+	if (cur && cur->conn)
+		return cs__fail(L, "incorrectuse");
+	int fd;
+	int r = cs__bind_listener(o.intf, (int)port, o.ipv6, &fd);
+	if (r < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, "bind");
+		lua_pushstring(L, strerror(-r));
+		return 3;
+	}
+	cs_conn *c;
+	if ((r = cs_conn_open(vm->loop, fd, NULL, &c)) < 0)
+		return cs__fail(L, "bind");
+	if (cur) {
+		/* promote the socket-less cosocket in place */
+		cur->conn = c;
+		cur->had_conn = true;
+		cur->kind = CS_SOCK_LISTEN;
+		cur->mode = 'r';
+		cs_conn_set_udata(c, cur);
+		vm->active_socks++;
+		push_self(L, cur);
+		return 1;
+	}
+	push_sock(L, vm, CS_SOCK_LISTEN, c);
+	return 1;
+}
+
+static int m_accept(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	if (s->kind != CS_SOCK_LISTEN)
+		return luaL_error(L, "Invalid op: accept on a socket that is not listening");
+	if (cs__current(L) != s)
+		return luaL_error(L, "Invalid op: accept outside the listen socket's own cosocket (call sock:event first)");
+	if (s->vm->shutting_down)
+		return cs__fail(L, "sysshutdown");
+	if (!s->conn) {
+		if (s->dead_read)
+			return luaL_error(L, "Invalid op: accept: Socket closed");
+		s->dead_read = true;
+		return cs__fail(L, "socketclosed");
+	}
+	int fd = cs_conn_accept(s->conn);
+	if (fd >= 0) {
+		cs_conn *c;
+		if (cs_conn_open(s->vm->loop, fd, NULL, &c) == 0) {
+			push_sock(L, s->vm, CS_SOCK_TCP, c);
+			return 1;
+		}
+	} else if (fd != -EAGAIN) {
+		accept_later(s, fd);
+	}
+	return cs__wait(L, s, CS_WAIT_ACCEPT);
+}
+
+/* sock:event(fn [, mode] [, ...]) */
+static int m_event(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	char mode = 'r';
+	int first_extra = 3;
+	if (lua_type(L, 3) == LUA_TSTRING || lua_isnil(L, 3)) {
+		const char *m = lua_tostring(L, 3);
+		if (m && *m == 's')
+			mode = 's';
+		first_extra = 4;
+	}
+	int top = lua_gettop(L);
+	int nextra = top >= first_extra ? top - first_extra + 1 : 0;
+	cs_sock *cur = cs__current(L);
+	if (s->co) {
+		if (cur != s)
+			return luaL_error(L, "Already in async/cosocket mode");
+		/* From its own cosocket: the connection moves to a new object
+		 * with a new coroutine; this object is left closed. */
+		cs_sock *n = push_sock(L, s->vm, (enum cs_kind)s->kind, NULL);
+		n->conn = s->conn;
+		n->had_conn = true;
+		n->queue_limit = s->queue_limit;
+		n->maxsize = s->maxsize;
+		cs_conn_set_udata(n->conn, n);
+		s->conn = NULL;
+		lua_replace(L, 1);
+		s = n;
+	} else if (!s->conn) {
+		return cs__fail(L, "invalidsocketcon");
+	}
+	s->mode = s->kind == CS_SOCK_LISTEN ? 'r' : mode;
+	/* arrange fn, sock, extras on top */
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 1);
+	for (int i = 0; i < nextra; i++)
+		lua_pushvalue(L, first_extra + i);
+	if (cs__start(L, 1, s, 1 + nextra)) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	return cs__fail(L, "failed");
+}
+
+/* ba.socket.event(fn, ...) */
+static int l_event(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	int nextra = lua_gettop(L) - 1;
+	cs_sock *s = push_sock(L, cs__vm(L), CS_SOCK_NONE, NULL);
+	int sidx = lua_gettop(L);
+	lua_pushvalue(L, 1);
+	lua_pushvalue(L, sidx);
+	for (int i = 0; i < nextra; i++)
+		lua_pushvalue(L, 2 + i);
+	if (cs__start(L, sidx, s, 1 + nextra)) {
+		lua_pushvalue(L, sidx);
+		return 1;
+	}
+	lua_pushnil(L);
+	return 1;
+}
+
+/* ---- read, write ------------------------------------------------------ */
+
+static int m_read(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	if (s->kind == CS_SOCK_LISTEN)
+		return luaL_error(L, "Invalid op: read on listen socket");
+	lua_Integer ms = -1;
+	if (lua_type(L, 2) == LUA_TNUMBER)
+		ms = lua_tointeger(L, 2);
+	cs_sock *cur = cs__current(L);
+	if (!s->co)
+		return luaL_error(L, "Invalid op: read: blocking reads need ba.thread, which cosockd does not have yet; use sock:event(fn) and read inside fn");
+	if (cur != s)
+		return luaL_error(L, "Invalid op: read when socket is in cosocket mode");
+	if (s->vm->shutting_down)
+		return cs__fail(L, "sysshutdown");
+	if (!s->conn) {
+		if (s->had_conn) {
+			if (ms < 0 && s->dead_read)
+				return luaL_error(L, "Invalid op: read: Socket closed");
+			s->dead_read = true;
+			return cs__fail(L, "socketclosed");
+		}
+		if (ms < 0)
+			return luaL_error(L, "Invalid op: read on an unconnected cosocket needs a timeout");
+		cs_timer_start(s->vm->loop, &s->timer, (uint64_t)ms);
+		return cs__wait(L, s, CS_WAIT_SLEEP);
+	}
+	if (s->rx_paused)
+		return cs__fail(L, "incorrectuse");
+	const char *data;
+	ssize_t n = cs_conn_recv(s->conn, &data);
+	if (n > 0) {
+		lua_pushlstring(L, data, (size_t)n);
+		return 1;
+	}
+	if (n != -EAGAIN) {
+		s->dead_read = true;
+		cs__sock_close(s, "socketreadfailed", n == 0);
+		return cs__fail(L, "socketreadfailed");
+	}
+	if (ms >= 0)
+		cs_timer_start(s->vm->loop, &s->timer, (uint64_t)ms);
+	return cs__wait(L, s, CS_WAIT_READ);
+}
+
+/* sock:write(data [, i [, j]]) */
+static int m_write(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	if (s->kind == CS_SOCK_LISTEN)
+		return luaL_error(L, "Invalid op: write on listen socket");
+	size_t len;
+	const char *data = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &len)
+							 : luaL_tolstring(L, 2, &len);
+	int vidx = lua_type(L, 2) == LUA_TSTRING ? 2 : lua_gettop(L);
+	lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, -1);
+	if (i < 0)
+		i = (lua_Integer)len + i + 1 > 0 ? (lua_Integer)len + i + 1 : 1;
+	else if (i == 0)
+		i = 1;
+	if (j < 0)
+		j = (lua_Integer)len + j + 1;
+	else if (j > (lua_Integer)len)
+		j = (lua_Integer)len;
+	if (i > j) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	data += i - 1;
+	len = (size_t)(j - i + 1);
+
+	if (!s->conn)
+		return cs__fail(L, s->had_conn ? "socketclosed" : "socketwritefailed");
+	if (cs_conn_error(s->conn))
+		return cs__fail(L, "socketwritefailed");
+	cs_sock *cur = cs__current(L);
+	size_t before = cs_conn_queued(s->conn);
+	if (!cur && before >= s->queue_limit) {
+		lua_pushnil(L);
+		lua_pushinteger(L, (lua_Integer)before);
+		return 2;
+	}
+	lua_pushvalue(L, vidx);
+	int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	int r = cs_conn_send(s->conn, data, len, (uintptr_t)ref);
+	if (r <= 0) {
+		luaL_unref(L, LUA_REGISTRYINDEX, ref);
+		if (r < 0)
+			return cs__fail(L, "socketwritefailed");
+	}
+	size_t after = s->conn ? cs_conn_queued(s->conn) : 0;
+	if (cur && before > 0 && after > WRITE_YIELD_BYTES) {
+		cur->write_target = s;
+		cur->wnext = NULL;
+		if (s->writers_tail)
+			s->writers_tail->wnext = cur;
+		else
+			s->writers = cur;
+		s->writers_tail = cur;
+		return cs__wait(L, cur, CS_WAIT_WRITE);
+	}
+	lua_pushboolean(L, 1);
+	lua_pushinteger(L, (lua_Integer)after);
+	return 2;
+}
+
+/* ---- close, disable, enable ------------------------------------------- */
+
+static int m_close(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	bool closed = cs__sock_close(s, "socketclosed", true);
+	if (!closed && !s->had_conn && s->co && cs__current(L) != s && s->wait == CS_WAIT_SLEEP) {
+		s->had_conn = true; /* a socket-less cosocket: closing ends its sleep */
+		wake_fail(s, "socketclosed");
+		closed = true;
+	}
+	lua_pushboolean(L, closed);
+	return 1;
+}
+
+static int m_gc(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	stop_timer(s);
+	if (s->resolve) {
+		s->resolve->sock = NULL;
+		s->resolve = NULL;
+		s->vm->resolving--;
+	}
+	if (s->vm->closing) {
+		if (s->conn)
+			cs_conn_close(s->conn, false);
+		s->conn = NULL;
+		free_addrs(s);
+		return 0;
+	}
+	cs__sock_close(s, "socketclosed", true);
+	free_addrs(s);
+	cs__forget_coroutine(s);
+	return 0;
+}
+
+static int m_disable(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	if (!s->co)
+		return luaL_error(L, "Sock not async");
+	if (cs__current(L) == s) {
+		cs__unpin(s);
+		return cs__wait(L, s, CS_WAIT_DISABLED);
+	}
+	if (s->wait == CS_WAIT_READ && !cs_timer_armed(&s->timer) && s->conn) {
+		cs_conn_recv_cancel(s->conn);
+		s->rx_paused = true;
+		s->wait = CS_WAIT_NONE;
+		s->vm->waiting--;
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	return cs__fail(L, "incorrectuse");
+}
+
+static int m_enable(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	if (!s->co)
+		return luaL_error(L, "Sock not async");
+	if (s->wait == CS_WAIT_DISABLED) {
+		cs__pin(L, 1, s);
+		if (s->had_conn && !s->conn) {
+			lua_pushnil(s->co);
+			lua_pushstring(s->co, "socketclosed");
+			cs__resume(s, L, 2);
+			return cs__fail(L, "socketclosed");
+		}
+		int n = lua_gettop(L) - 1;
+		lua_xmove(L, s->co, n);
+		lua_pushboolean(L, cs__resume(s, L, n));
+		return 1;
+	}
+	if (s->rx_paused) {
+		s->rx_paused = false;
+		if (!s->conn)
+			return cs__fail(L, "socketclosed");
+		const char *data;
+		ssize_t n = cs_conn_recv(s->conn, &data);
+		s->wait = CS_WAIT_READ;
+		s->vm->waiting++;
+		if (n > 0) {
+			lua_pushlstring(s->co, data, (size_t)n);
+			cs__wake(s, 1);
+		} else if (n != -EAGAIN) {
+			s->dead_read = true;
+			cs__sock_close(s, "socketreadfailed", n == 0);
+		}
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- small queries ---------------------------------------------------- */
+
+static const char *state_name(const cs_sock *s)
+{
+	if (s->had_conn && !s->conn)
+		return "terminated";
+	if (s->rx_paused)
+		return "disabled";
+	switch (s->wait) {
+	case CS_WAIT_READ:
+	case CS_WAIT_SLEEP:
+		return "read";
+	case CS_WAIT_ACCEPT:
+		return "accept";
+	case CS_WAIT_CONNECT:
+		return "connect";
+	case CS_WAIT_WRITE:
+		return "write";
+	case CS_WAIT_DISABLED:
+		return "disabled";
+	default:
+		return s->co ? "exec" : "notcon";
+	}
+}
+
+static int m_state(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	lua_pushstring(L, state_name(s));
+	lua_pushboolean(L, s->conn != NULL);
+	return 2;
+}
+
+static int m_owner(lua_State *L)
+{
+	lua_pushboolean(L, cs__current(L) == check_sock(L, 1));
+	return 1;
+}
+
+static int push_name(lua_State *L, cs_sock *s, bool peer)
+{
+	if (!s->conn)
+		return cs__fail(L, "invalidsocketcon");
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int r = peer ? getpeername(cs_conn_fd(s->conn), (struct sockaddr *)&ss, &sl)
+		     : getsockname(cs_conn_fd(s->conn), (struct sockaddr *)&ss, &sl);
+	if (r < 0)
+		return cs__fail(L, "invalidsocketcon");
+	char buf[INET6_ADDRSTRLEN];
+	bool v6;
+	int port = cs__addr_string((struct sockaddr *)&ss, buf, sizeof(buf), &v6);
+	lua_pushstring(L, buf);
+	lua_pushinteger(L, port);
+	lua_pushboolean(L, v6);
+	return 3;
+}
+
+static int m_peername(lua_State *L) { return push_name(L, check_sock(L, 1), true); }
+static int m_sockname(lua_State *L) { return push_name(L, check_sock(L, 1), false); }
+
+static int m_tostring(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	char local[INET6_ADDRSTRLEN + 8] = "-", peer[INET6_ADDRSTRLEN + 8] = "-";
+	if (s->conn) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char a[INET6_ADDRSTRLEN];
+		bool v6;
+		int fd = cs_conn_fd(s->conn);
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+			int p = cs__addr_string((struct sockaddr *)&ss, a, sizeof(a), &v6);
+			snprintf(local, sizeof(local), "%s:%d", a, p);
+		}
+		sl = sizeof(ss);
+		if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+			int p = cs__addr_string((struct sockaddr *)&ss, a, sizeof(a), &v6);
+			snprintf(peer, sizeof(peer), "%s:%d", a, p);
+		}
+	}
+	lua_pushfstring(L, "[Sock %p S:%s {%s -> %s}]", (void *)s, state_name(s), local, peer);
+	return 1;
+}
+
+static int m_queuelen(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	lua_pushinteger(L, (lua_Integer)s->queue_limit);
+	if (!lua_isnoneornil(L, 2)) {
+		lua_Integer n = luaL_checkinteger(L, 2);
+		s->queue_limit = n < 0 ? 0 : (size_t)n;
+	}
+	return 1;
+}
+
+static int m_maxsize(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	lua_Integer n = luaL_checkinteger(L, 2);
+	bool ok = n > 256 && n <= 8192;
+	if (ok)
+		s->maxsize = (uint32_t)n;
+	lua_pushboolean(L, ok);
+	return 1;
+}
+
+static int m_setoption(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	const char *name = luaL_checkstring(L, 2);
+	int on = lua_toboolean(L, 3);
+	if (!s->conn)
+		return cs__fail(L, "invalidsocketcon");
+	int fd = cs_conn_fd(s->conn), r;
+	if (!strcmp(name, "tcp-nodelay")) {
+		r = setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	} else if (!strcmp(name, "keepalive")) {
+		r = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+		int idle = (int)luaL_optinteger(L, 4, 0), intv = (int)luaL_optinteger(L, 5, 0);
+		if (r == 0 && on && idle > 0 && intv > 0) {
+			r = setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+			if (r == 0)
+				r = setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intv, sizeof(intv));
+		}
+	} else {
+		return luaL_error(L, "Unknown option '%s'", name);
+	}
+	if (r < 0) {
+		int e = errno;
+		lua_pushnil(L);
+		lua_pushstring(L, strerror(e));
+		lua_pushinteger(L, e);
+		return 3;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int m_websocket(lua_State *L)
+{
+	check_sock(L, 1);
+	lua_pushboolean(L, 0);
+	return 1;
+}
+
+/* ---- library functions ------------------------------------------------ */
+
+static int l_getsock(lua_State *L)
+{
+	cs_sock *s = cs__current(L);
+	if (!s || s->self_ref == LUA_NOREF)
+		lua_pushnil(L);
+	else
+		push_self(L, s);
+	return 1;
+}
+
+static int l_stat(lua_State *L)
+{
+	cs_vm *vm = cs__vm(L);
+	lua_pushinteger(L, vm->total_socks);
+	lua_pushinteger(L, vm->active_socks);
+	return 2;
+}
+
+/* ba.socket.toip(name [, ipv6]): resolves on the calling thread. */
+static int l_toip(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	struct addrinfo *res;
+	if (cs__resolve_now(name, 0, lua_toboolean(L, 2), false, &res) != 0)
+		return cs__fail(L, "cannotresolve");
+	char buf[INET6_ADDRSTRLEN];
+	bool v6;
+	cs__addr_string(res->ai_addr, buf, sizeof(buf), &v6);
+	freeaddrinfo(res);
+	lua_pushstring(L, buf);
+	return 1;
+}
+
+static const luaL_Reg sock_methods[] = {
+	{"event", m_event},	{"accept", m_accept},	{"read", m_read},
+	{"write", m_write},	{"close", m_close},	{"disable", m_disable},
+	{"enable", m_enable},	{"state", m_state},	{"owner", m_owner},
+	{"peername", m_peername}, {"sockname", m_sockname}, {"queuelen", m_queuelen},
+	{"maxsize", m_maxsize}, {"setoption", m_setoption}, {"websocket", m_websocket},
+	{NULL, NULL},
+};
+
+static const luaL_Reg sock_meta[] = {
+	{"__index", NULL}, {"__gc", m_gc}, {"__close", m_close}, {"__tostring", m_tostring},
+	{NULL, NULL},
+};
+
+static const luaL_Reg socket_lib[] = {
+	{"connect", l_connect}, {"bind", l_bind},   {"event", l_event},
+	{"getsock", l_getsock}, {"stat", l_stat},   {"toip", l_toip},
+	{NULL, NULL},
+};
+
+int cs__open_socket(lua_State *L)
+{
+	luaL_newmetatable(L, CS_SOCK_MT);
+	luaL_setfuncs(L, sock_meta, 0);
+	luaL_newlibtable(L, sock_methods);
+	luaL_setfuncs(L, sock_methods, 0);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+	luaL_newlib(L, socket_lib);
+	return 1;
+}
