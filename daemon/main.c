@@ -243,20 +243,26 @@ static void install_signals(void)
 	signal(SIGHUP, SIG_IGN); /* reload arrives with the systemd issue */
 }
 
+static void preload_apps(cs_vm *vm)
+{
+	cs_vm_preload(vm, "cosockd.echo", app_echo, app_echo_len);
+	cs_vm_preload(vm, "cosockd.proxy", app_proxy, app_proxy_len);
+}
+
+/* A bundled app is a one-line script that starts its module. */
 static int run_script(cs_vm *vm, const struct options *o, int argc, char **argv, int idx)
 {
 	if (!o->app)
 		return cs_vm_run_file(vm, argv[idx], argc, argv, idx);
-	char port[16], uport[16], ctmo[24];
-	snprintf(port, sizeof(port), "%d", o->listen_port);
-	snprintf(uport, sizeof(uport), "%d", o->upstream_port);
-	snprintf(ctmo, sizeof(ctmo), "%ld", o->connect_timeout_ms);
-	char *app_argv[] = {argv[0], (char *)o->app, (char *)o->listen_addr, port,
-			    (char *)o->upstream_host, uport, ctmo};
-	bool proxy = !strcmp(o->app, "proxy");
-	int app_argc = proxy ? 7 : 4;
-	return cs_vm_run_chunk(vm, proxy ? app_proxy : app_echo, proxy ? app_proxy_len : app_echo_len,
-			       proxy ? "=proxy" : "=echo", app_argc, app_argv, 1);
+	char chunk[1024];
+	if (!strcmp(o->app, "proxy"))
+		snprintf(chunk, sizeof(chunk),
+			 "require'cosockd.proxy'.start{intf=%s, port=%d, upstream_host=%s, upstream_port=%d, connect_timeout=%ld}",
+			 "...", o->listen_port, "select(2, ...)", o->upstream_port, o->connect_timeout_ms);
+	else
+		snprintf(chunk, sizeof(chunk), "require'cosockd.echo'.start{intf=..., port=%d}", o->listen_port);
+	char *app_argv[] = {argv[0], (char *)o->app, (char *)o->listen_addr, (char *)o->upstream_host};
+	return cs_vm_run_chunk(vm, chunk, strlen(chunk), o->app, 4, app_argv, 1);
 }
 
 /* The worker's loop: resume what is ready, then wait for the dispatcher.
@@ -327,6 +333,7 @@ int main(int argc, char **argv)
 	}
 	signal_loop = loop;
 	install_signals();
+	preload_apps(vm);
 
 	int code = run_script(vm, &o, argc, argv, idx) < 0 ? 1 : 0;
 	if (code == 0)

@@ -184,6 +184,10 @@ int cs_conn_error(const cs_conn *c);
  * 0: connected already; -EINPROGRESS: ops->connect() follows; other -errno. */
 int cs_conn_connect(cs_conn *c, const struct sockaddr *sa, socklen_t len);
 
+/* Send FIN once every queued byte is in the kernel (shutdown(SHUT_WR));
+ * receiving goes on. 0 or -errno. */
+int cs_conn_shutdown_write(cs_conn *c);
+
 /* Let go of the conn. No callback but release runs for it afterwards. With
  * graceful, queued bytes are still sent (for at most linger_ms) before the fd
  * is closed; otherwise it closes now and the peer may see a reset. The slot

@@ -34,6 +34,7 @@ enum {
 	CS__RECV_ARMED = 1u << 9,  /* io_uring: multishot recv/accept active */
 	CS__RECV_DONE = 1u << 10,  /* io_uring: stream ended; err says how */
 	CS__FREED = 1u << 11,      /* slot is on the free list */
+	CS__SHUT_WR = 1u << 12,    /* send FIN when the write queue empties */
 };
 
 /* One queued write: a window of caller memory plus the caller's cookie. */
@@ -145,6 +146,9 @@ void cs__conn_free(cs_loop *loop, cs_conn *c);
 void cs__notify_recv(cs_loop *loop, cs_conn *c, const char *data, ssize_t n);
 void cs__notify_accept(cs_loop *loop, cs_conn *c, int fd);
 void cs__notify_connect(cs_loop *loop, cs_conn *c, int err);
+
+/* The write queue emptied: send a FIN that cs_conn_shutdown_write() asked for. */
+void cs__shutdown_if_asked(cs_conn *c);
 
 /* A lingering (gracefully closing) conn flushed or failed: close it now. */
 void cs__linger_done(cs_loop *loop, cs_conn *c);

@@ -452,6 +452,23 @@ int cs_conn_connect(cs_conn *c, const struct sockaddr *sa, socklen_t len)
 	return loop->be->connect(loop, c, sa, len);
 }
 
+void cs__shutdown_if_asked(cs_conn *c)
+{
+	if ((c->flags & CS__SHUT_WR) && c->wq.count == 0) {
+		c->flags &= ~CS__SHUT_WR;
+		shutdown(c->fd, SHUT_WR);
+	}
+}
+
+int cs_conn_shutdown_write(cs_conn *c)
+{
+	if (c->flags & (CS__LISTENER | CS__CLOSING))
+		return -EINVAL;
+	c->flags |= CS__SHUT_WR;
+	cs__shutdown_if_asked(c);
+	return 0;
+}
+
 static void linger_expired(cs_timer *t)
 {
 	cs_conn *c = (cs_conn *)((char *)t - offsetof(cs_conn, linger));

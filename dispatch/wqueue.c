@@ -75,6 +75,7 @@ void cs__wq_sent(cs_loop *loop, cs_conn *c, size_t n)
 	}
 	if (q->count)
 		return;
+	cs__shutdown_if_asked(c);
 	if (c->flags & CS__LINGER)
 		cs__linger_done(loop, c);
 	else if (!(c->flags & CS__CLOSING))

@@ -52,6 +52,8 @@ struct cs_sock {
 	bool dead_read;     /* a read already reported the socket dead */
 	bool rx_paused;     /* disable()d from outside: receive events stopped */
 	bool ipv6;
+	bool halfclose;     /* setoption("halfclose"): peer EOF leaves us able to send */
+	bool eof;           /* the peer sent FIN (halfclose sockets only) */
 	lua_State *co;      /* its coroutine (kept alive by user value 1) */
 	int self_ref;       /* registry ref while the cosocket is active */
 	int nresume;        /* values pushed for the pending resume */
@@ -135,6 +137,8 @@ struct cs_resolve {
 	char *host;
 	char port[8];
 	bool ipv6;
+	bool halfclose;     /* setoption("halfclose"): peer EOF leaves us able to send */
+	bool eof;           /* the peer sent FIN (halfclose sockets only) */
 	int gai_err;
 	struct addrinfo *res;
 };

@@ -39,6 +39,9 @@ int cs_vm_run_file(cs_vm *vm, const char *path, int argc, char **argv, int scrip
 int cs_vm_run_chunk(cs_vm *vm, const char *chunk, size_t len, const char *name,
 		    int argc, char **argv, int script_index);
 
+/* Make `require(name)` load the Lua chunk (which must stay valid). */
+void cs_vm_preload(cs_vm *vm, const char *name, const char *chunk, size_t len);
+
 /* Resume every cosocket whose wait ended. Returns true when more became
  * ready meanwhile (call again before sleeping). */
 bool cs_vm_run_ready(cs_vm *vm);

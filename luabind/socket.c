@@ -127,6 +127,11 @@ static void cancel_own_wait(cs_sock *s, const char *err)
 			remove_writer(s->write_target, s);
 		wake_fail(s, err);
 		break;
+	case CS_WAIT_DISABLED:
+		/* closed from outside while suspended; shutdown leaves it be */
+		if (!s->vm->shutting_down || s->conn)
+			wake_fail(s, err);
+		break;
 	default:
 		break;
 	}
@@ -183,11 +188,33 @@ void cs__sock_shutdown_all(cs_vm *vm)
 		}
 		if (s->wait == CS_WAIT_READ && s->conn)
 			cs_conn_recv_cancel(s->conn);
-		cancel_own_wait(s, "sysshutdown");
+		if (s->wait != CS_WAIT_DISABLED)
+			cancel_own_wait(s, "sysshutdown");
 	}
 }
 
 /* ---- dispatcher callbacks ------------------------------------------- */
+
+/* The stream ended (n == 0) or failed (n < 0). A halfclose socket keeps
+ * its sending side after a clean end; any other socket is closed. Pushes
+ * read's results onto L and returns their count. */
+static int read_ended(lua_State *L, cs_sock *s, ssize_t n)
+{
+	s->dead_read = true;
+	if (n == 0 && s->halfclose) {
+		s->eof = true;
+	} else {
+		s->wait = CS_WAIT_NONE; /* our own results follow, not close's */
+		cs__sock_close(s, "socketreadfailed", n == 0);
+	}
+	lua_pushnil(L);
+	lua_pushstring(L, "socketreadfailed");
+	if (n == 0) {
+		lua_pushstring(L, "eof");
+		return 3;
+	}
+	return 2;
+}
 
 static void on_recv(cs_conn *c, const char *data, ssize_t n)
 {
@@ -200,8 +227,12 @@ static void on_recv(cs_conn *c, const char *data, ssize_t n)
 		cs__wake(s, 1);
 		return;
 	}
-	s->dead_read = true;
-	cs__sock_close(s, "socketreadfailed", n == 0);
+	stop_timer(s);
+	s->vm->waiting--;
+	int nvals = read_ended(s->co, s, n);
+	s->wait = CS_WAIT_READ; /* counted again by cs__wake */
+	s->vm->waiting++;
+	cs__wake(s, nvals);
 }
 
 static void deliver_accepted(cs_sock *ls, int fd)
@@ -672,17 +703,19 @@ static int m_read(lua_State *L)
 	}
 	if (s->rx_paused)
 		return cs__fail(L, "incorrectuse");
+	if (s->eof) {
+		if (ms < 0)
+			return luaL_error(L, "Invalid op: read: the peer closed its side");
+		return cs__fail(L, "socketreadfailed");
+	}
 	const char *data;
 	ssize_t n = cs_conn_recv(s->conn, &data);
 	if (n > 0) {
 		lua_pushlstring(L, data, (size_t)n);
 		return 1;
 	}
-	if (n != -EAGAIN) {
-		s->dead_read = true;
-		cs__sock_close(s, "socketreadfailed", n == 0);
-		return cs__fail(L, "socketreadfailed");
-	}
+	if (n != -EAGAIN)
+		return read_ended(L, s, n);
 	if (ms >= 0)
 		cs_timer_start(s->vm->loop, &s->timer, (uint64_t)ms);
 	return cs__wait(L, s, CS_WAIT_READ);
@@ -791,10 +824,8 @@ static int m_disable(lua_State *L)
 	cs_sock *s = check_sock(L, 1);
 	if (!s->co)
 		return luaL_error(L, "Sock not async");
-	if (cs__current(L) == s) {
-		cs__unpin(s);
+	if (cs__current(L) == s)
 		return cs__wait(L, s, CS_WAIT_DISABLED);
-	}
 	if (s->wait == CS_WAIT_READ && !cs_timer_armed(&s->timer) && s->conn) {
 		cs_conn_recv_cancel(s->conn);
 		s->rx_paused = true;
@@ -812,7 +843,6 @@ static int m_enable(lua_State *L)
 	if (!s->co)
 		return luaL_error(L, "Sock not async");
 	if (s->wait == CS_WAIT_DISABLED) {
-		cs__pin(L, 1, s);
 		if (s->had_conn && !s->conn) {
 			lua_pushnil(s->co);
 			lua_pushstring(s->co, "socketclosed");
@@ -836,8 +866,11 @@ static int m_enable(lua_State *L)
 			lua_pushlstring(s->co, data, (size_t)n);
 			cs__wake(s, 1);
 		} else if (n != -EAGAIN) {
-			s->dead_read = true;
-			cs__sock_close(s, "socketreadfailed", n == 0);
+			s->vm->waiting--;
+			int nvals = read_ended(s->co, s, n);
+			s->wait = CS_WAIT_READ;
+			s->vm->waiting++;
+			cs__wake(s, nvals);
 		}
 		lua_pushboolean(L, 1);
 		return 1;
@@ -970,6 +1003,9 @@ static int m_setoption(lua_State *L)
 			if (r == 0)
 				r = setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intv, sizeof(intv));
 		}
+	} else if (!strcmp(name, "halfclose")) {
+		s->halfclose = on;
+		r = 0;
 	} else {
 		return luaL_error(L, "Unknown option '%s'", name);
 	}
@@ -980,6 +1016,18 @@ static int m_setoption(lua_State *L)
 		lua_pushinteger(L, e);
 		return 3;
 	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* sock:shutdown(): cosockd extension; FIN after the queued bytes. */
+static int m_shutdown(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	if (!s->conn)
+		return cs__fail(L, s->had_conn ? "socketclosed" : "invalidsocketcon");
+	if (s->kind != CS_SOCK_TCP || cs_conn_shutdown_write(s->conn) < 0)
+		return cs__fail(L, "incorrectuse");
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1032,6 +1080,7 @@ static const luaL_Reg sock_methods[] = {
 	{"enable", m_enable},	{"state", m_state},	{"owner", m_owner},
 	{"peername", m_peername}, {"sockname", m_sockname}, {"queuelen", m_queuelen},
 	{"maxsize", m_maxsize}, {"setoption", m_setoption}, {"websocket", m_websocket},
+	{"shutdown", m_shutdown},
 	{NULL, NULL},
 };
 

@@ -303,6 +303,30 @@ int cs_vm_run_chunk(cs_vm *vm, const char *chunk, size_t len, const char *name,
 	return run_loaded(vm, status, argc, argv, script_index);
 }
 
+static int preload_loader(lua_State *L)
+{
+	size_t len = (size_t)lua_tointeger(L, lua_upvalueindex(2));
+	const char *chunk = lua_touserdata(L, lua_upvalueindex(1));
+	const char *name = luaL_checkstring(L, 1);
+	lua_pushfstring(L, "=%s", name);
+	if (luaL_loadbuffer(L, chunk, len, lua_tostring(L, -1)) != LUA_OK)
+		return lua_error(L);
+	lua_pushvalue(L, 1);
+	lua_call(L, 1, 1);
+	return 1;
+}
+
+void cs_vm_preload(cs_vm *vm, const char *name, const char *chunk, size_t len)
+{
+	lua_State *L = vm->L;
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+	lua_pushlightuserdata(L, (void *)chunk);
+	lua_pushinteger(L, (lua_Integer)len);
+	lua_pushcclosure(L, preload_loader, 2);
+	lua_setfield(L, -2, name);
+	lua_pop(L, 1);
+}
+
 /* ---- trace, tracep, cosockd.* ---------------------------------------- */
 
 /* "<function> <line>: " of the caller, as the original product prints. */

@@ -1,24 +1,26 @@
--- cosockd proxy: the seed's Example 13 cosocket proxy, hardened.
--- Arguments: listen address (or ""), listen port, upstream host, upstream
--- port, connect timeout in ms.
+-- cosockd.proxy: the seed's Example 13 cosocket proxy, hardened, as a module.
+--   require"cosockd.proxy".start{intf="127.0.0.1", port=8080,
+--                                upstream_host="127.0.0.1", upstream_port=9000}
+-- `cosockd proxy --listen ... --upstream ...` calls start() with its options.
 --
 -- Differences from the seed: a failed upstream connect closes the client
--- instead of leaving it disabled forever; whichever side ends first closes
--- the other one (after its queued bytes are flushed); the hand-over between
--- the two cosockets does not depend on which of them runs first.
-local intf, port, uhost, uport, ctimeout = ...
-port = math.tointeger(tonumber(port))
-uport = math.tointeger(tonumber(uport))
-ctimeout = math.tointeger(tonumber(ctimeout)) or 1000
+-- instead of leaving it disabled forever; the hand-over between the two
+-- cosockets does not depend on which of them runs first; a client that
+-- half-closes (sends FIN after its request) still gets the whole reply; an
+-- upstream that closes ends the connection once its bytes are flushed.
+local M = {}
 
+-- Copy source to sink until either side fails. Returns true when source
+-- ended cleanly (the peer sent FIN), false otherwise.
 local function pump(source, sink)
    while true do
-      local data = source:read()
-      if not data or not sink:write(data) then break end
+      local data, _, how = source:read()
+      if not data then return how == "eof" end
+      if not sink:write(data) then return false end
    end
 end
 
-local function clientSide(down)
+local function clientSide(down, uhost, uport, ctimeout)
    local link = {}
    local function upstreamSide(up)
       local ok, err = ba.socket.connect(uhost, uport, {timeout = ctimeout})
@@ -29,7 +31,7 @@ local function clientSide(down)
       if link.waiting then down:enable() end
       if not ok then return end
       pump(up, down)
-      down:close()
+      down:close() -- flushes what is queued, then wakes clientSide
    end
    ba.socket.event(upstreamSide)
    if link.up == nil then
@@ -41,23 +43,42 @@ local function clientSide(down)
       down:close()
       return
    end
-   pump(down, up)
+   down:setoption("halfclose", true)
+   if pump(down, up) then
+      -- The client finished sending: pass its FIN on and keep relaying the
+      -- reply until upstreamSide closes down.
+      up:shutdown()
+      down:disable()
+   end
    up:close()
+   down:close()
 end
 
-local function accept(listener)
+local function accept(listener, uhost, uport, ctimeout)
    while true do
       local s = listener:accept()
       if not s then break end
-      s:event(clientSide, "s")
+      s:event(clientSide, "s", uhost, uport, ctimeout)
    end
 end
 
-local s, err, why = ba.socket.bind(port, {intf = intf ~= "" and intf or nil})
-if not s then
-   error(string.format("proxy: cannot listen on %s:%d: %s (%s)",
-      intf ~= "" and intf or "*", port, err, why or "?"), 0)
+-- Listen on op.port at op.intf and relay every connection to
+-- op.upstream_host:op.upstream_port (connect timeout op.connect_timeout ms,
+-- default 1000). Returns the listening socket; raises when it cannot listen.
+function M.start(op)
+   local port = assert(math.tointeger(op.port), "proxy: port must be an integer")
+   local uhost = assert(op.upstream_host, "proxy: upstream_host is required")
+   local uport = assert(math.tointeger(op.upstream_port), "proxy: upstream_port must be an integer")
+   local intf = op.intf ~= "" and op.intf or nil
+   local s, err, why = ba.socket.bind(port, {intf = intf})
+   if not s then
+      error(string.format("proxy: cannot listen on %s:%d: %s (%s)",
+         intf or "*", port, err, why or "?"), 0)
+   end
+   local addr, p = s:sockname()
+   tracep(false, 2, string.format("proxy: listening on %s:%d, upstream %s:%d", addr, p, uhost, uport))
+   s:event(accept, "r", uhost, uport, op.connect_timeout or 1000)
+   return s
 end
-local addr, p = s:sockname()
-tracep(false, 2, string.format("proxy: listening on %s:%d, upstream %s:%d", addr, p, uhost, uport))
-s:event(accept)
+
+return M
