@@ -110,15 +110,17 @@ void cs_loop_stats(const cs_loop *loop, struct cs_loop_stats *st);
 /* A timer lives inside its owner's struct; the loop only links to it. */
 struct cs_timer {
 	uint64_t due;      /* cs_loop_now() value at which it fires */
-	uint32_t slot;     /* position in the heap + 1; 0 when not armed */
+	uint32_t slot;     /* position in the heap + 1; 0 when not in the heap */
+	bool expired;      /* taken off the heap, about to fire in this poll */
+	cs_timer *next_expired, **prev_expired; /* the loop's batch of due timers */
 	void (*fire)(cs_timer *t);
 };
 
 void cs_timer_init(cs_timer *t, void (*fire)(cs_timer *t));
-/* (Re)arm to fire once, ms from now. */
+/* (Re)arm to fire once, ms from now (the clock is read afresh). */
 int cs_timer_start(cs_loop *loop, cs_timer *t, uint64_t ms);
 void cs_timer_stop(cs_loop *loop, cs_timer *t);
-static inline bool cs_timer_armed(const cs_timer *t) { return t->slot != 0; }
+static inline bool cs_timer_armed(const cs_timer *t) { return t->slot != 0 || t->expired; }
 
 /* ---- cross-thread work ------------------------------------------------- */
 

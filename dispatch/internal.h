@@ -119,6 +119,7 @@ struct cs_loop {
 	cs_timer **heap;    /* min-heap on due */
 	uint32_t nheap, heap_cap;
 	uint64_t now;
+	cs_timer *expired;  /* due timers of the batch being fired */
 
 	pthread_mutex_t post_lock;
 	cs_post *post_head, *post_tail;

@@ -166,6 +166,9 @@ void cs_timer_init(cs_timer *t, void (*fire)(cs_timer *t))
 {
 	t->due = 0;
 	t->slot = 0;
+	t->expired = false;
+	t->next_expired = NULL;
+	t->prev_expired = NULL;
 	t->fire = fire;
 }
 
@@ -181,6 +184,7 @@ int cs_timer_start(cs_loop *loop, cs_timer *t, uint64_t ms)
 		loop->heap = heap;
 		loop->heap_cap = cap;
 	}
+	loop->now = monotonic_ms();
 	t->due = loop->now + ms;
 	loop->heap[loop->nheap] = t;
 	heap_up(loop, loop->nheap++);
@@ -189,7 +193,14 @@ int cs_timer_start(cs_loop *loop, cs_timer *t, uint64_t ms)
 
 void cs_timer_stop(cs_loop *loop, cs_timer *t)
 {
-	if (!cs_timer_armed(t))
+	if (t->expired) { /* taken back before its turn to fire */
+		t->expired = false;
+		*t->prev_expired = t->next_expired;
+		if (t->next_expired)
+			t->next_expired->prev_expired = t->prev_expired;
+		return;
+	}
+	if (t->slot == 0)
 		return;
 	uint32_t i = t->slot - 1;
 	t->slot = 0;
@@ -201,14 +212,26 @@ void cs_timer_stop(cs_loop *loop, cs_timer *t)
 	heap_down(loop, last->slot - 1);
 }
 
-/* Fire what is due. Timers re-armed by their own callback for "now" wait for
- * the next poll, so a zero-interval timer cannot starve I/O. */
+/* Fire what is due. Everything due is taken off the heap first, so a timer
+ * re-armed by a callback for "now" waits for the next poll and a zero
+ * interval cannot starve I/O; a callback may still stop or re-arm any timer
+ * of the batch before its turn. */
 static int run_timers(cs_loop *loop)
 {
-	int budget = (int)loop->nheap, ran = 0;
-	while (loop->nheap && ran < budget && loop->heap[0]->due <= loop->now) {
+	cs_timer **tail = &loop->expired;
+	while (loop->nheap && loop->heap[0]->due <= loop->now) {
 		cs_timer *t = loop->heap[0];
 		cs_timer_stop(loop, t);
+		t->expired = true;
+		t->next_expired = NULL;
+		t->prev_expired = tail;
+		*tail = t;
+		tail = &t->next_expired;
+	}
+	int ran = 0;
+	while (loop->expired) {
+		cs_timer *t = loop->expired;
+		cs_timer_stop(loop, t); /* unlinks it from the batch */
 		t->fire(t);
 		ran++;
 	}
