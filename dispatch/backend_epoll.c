@@ -62,6 +62,10 @@ static int ep_add(cs_loop *loop, cs_conn *c)
 	struct epoll_event ev = {.data.u64 = cs__tag(loop, c)};
 	ev.events = (c->flags & CS__LISTENER) ? EPOLLIN | EPOLLET
 					       : EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+	/* Assume ready until a syscall says EAGAIN: a connected socket's
+	 * first edge may already have passed, and a wrong guess costs one
+	 * syscall. */
+	c->flags |= CS__READABLE | ((c->flags & CS__LISTENER) ? 0 : CS__WRITABLE);
 	if (epoll_ctl(state(loop)->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
 		return -errno;
 	return 0;

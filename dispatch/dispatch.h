@@ -176,6 +176,12 @@ void cs_conn_recv_cancel(cs_conn *c);
  * -errno: the connection cannot send any more (nothing was queued). */
 int cs_conn_send(cs_conn *c, const void *data, size_t len, uintptr_t cookie);
 
+/* For writers that cannot wait: when nothing is queued or in flight, hand
+ * the kernel what it takes right now (one non-blocking sendmsg, whatever
+ * the backend). Returns the bytes taken (0 when the queue is busy or the
+ * socket buffer is full) or -errno; the rest is the caller's to queue. */
+ssize_t cs_conn_try_send(cs_conn *c, const void *data, size_t len);
+
 /* Bytes queued and not yet taken by the kernel. */
 size_t cs_conn_queued(const cs_conn *c);
 

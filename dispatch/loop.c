@@ -467,6 +467,28 @@ int cs_conn_send(cs_conn *c, const void *data, size_t len, uintptr_t cookie)
 	return 1;
 }
 
+ssize_t cs_conn_try_send(cs_conn *c, const void *data, size_t len)
+{
+	if (c->flags & (CS__LISTENER | CS__CLOSING))
+		return -EINVAL;
+	if (c->err < 0)
+		return c->err;
+	if (c->wq.count || (c->flags & (CS__SENDING | CS__CONNECTING)) || len == 0)
+		return 0;
+	ssize_t n;
+	do
+		n = send(c->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n >= 0) {
+		c->loop->stats.bytes_out += (uint64_t)n;
+		return n;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return 0;
+	c->err = -errno;
+	return c->err;
+}
+
 int cs_conn_connect(cs_conn *c, const struct sockaddr *sa, socklen_t len)
 {
 	cs_loop *loop = loop_of(c);

@@ -727,11 +727,15 @@ static int m_write(lua_State *L)
 	cs_sock *s = check_sock(L, 1);
 	if (s->kind == CS_SOCK_LISTEN)
 		return luaL_error(L, "Invalid op: write on listen socket");
-	size_t len;
-	const char *data = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &len)
-							 : luaL_tolstring(L, 2, &len);
-	int vidx = lua_type(L, 2) == LUA_TSTRING ? 2 : lua_gettop(L);
 	lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, -1);
+	size_t len;
+	int vidx = 2;
+	if (lua_type(L, 2) != LUA_TSTRING) {
+		lua_settop(L, 4);
+		luaL_tolstring(L, 2, NULL); /* any value is written as tostring() shows it */
+		vidx = 5;
+	}
+	const char *data = lua_tolstring(L, vidx, &len);
 	if (i < 0)
 		i = (lua_Integer)len + i + 1 > 0 ? (lua_Integer)len + i + 1 : 1;
 	else if (i == 0)
@@ -753,10 +757,24 @@ static int m_write(lua_State *L)
 		return cs__fail(L, "socketwritefailed");
 	cs_sock *cur = cs__current(L);
 	size_t before = cs_conn_queued(s->conn);
-	if (!cur && before >= s->queue_limit) {
-		lua_pushnil(L);
-		lua_pushinteger(L, (lua_Integer)before);
-		return 2;
+	if (!cur) {
+		/* A writer that cannot wait queues only what the kernel refuses
+		 * now (seed 003, "Cosockets flow control"). */
+		if (before >= s->queue_limit) {
+			lua_pushnil(L);
+			lua_pushinteger(L, (lua_Integer)before);
+			return 2;
+		}
+		ssize_t n = cs_conn_try_send(s->conn, data, len);
+		if (n < 0)
+			return cs__fail(L, "socketwritefailed");
+		data += n;
+		len -= (size_t)n;
+		if (len == 0) {
+			lua_pushboolean(L, 1);
+			lua_pushinteger(L, (lua_Integer)before);
+			return 2;
+		}
 	}
 	lua_pushvalue(L, vidx);
 	int ref = luaL_ref(L, LUA_REGISTRYINDEX);
