@@ -1,0 +1,52 @@
+/*
+ * cosockd_bench.c - cosockd-bench, the load generator of cosockd's
+ * side-by-side benchmarks: the subcommand table and main().
+ *
+ *   cosockd-bench echo  ...   closed-loop echo round trips (cmd_echo.c)
+ *   cosockd-bench conns ...   hold N idle connections, measure the server's
+ *                             RSS per connection (cmd_conns.c)
+ *
+ * Each subcommand prints a human summary on stdout and, with --json FILE,
+ * writes its results and the environment as JSON. Exit status 0 on success;
+ * otherwise one line on stderr and status 1 (2 for a usage error).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench.h"
+
+struct subcommand {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *help;
+};
+
+static const struct subcommand subcommands[] = {
+	{"echo", cs__cmd_echo, "closed-loop echo round trips: throughput and latency"},
+	{"conns", cs__cmd_conns, "hold N connections; server RSS per connection"},
+};
+
+static int usage(FILE *f, int status)
+{
+	fprintf(f, "usage: cosockd-bench SUBCOMMAND [OPTIONS]  (SUBCOMMAND --help for its options)\n\n");
+	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+		fprintf(f, "  %-8s %s\n", subcommands[i].name, subcommands[i].help);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return usage(stderr, 2);
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return usage(stdout, 0);
+	if (!strcmp(argv[1], "--version")) {
+		printf("cosockd-bench %s\n", COSOCKD_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+		if (!strcmp(argv[1], subcommands[i].name))
+			return subcommands[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "cosockd-bench: unknown subcommand '%s'\n", argv[1]);
+	return usage(stderr, 2);
+}
