@@ -1,0 +1,2 @@
+-- test_cli: a script that does not compile.
+local x = = 1

@@ -1,0 +1,50 @@
+-- Helpers shared by the test scripts (found through LUA_PATH, which the
+-- integration harness points at this directory). Not part of any seed.
+local M = {}
+
+-- A listening socket on 127.0.0.1:port (0: any free port). Traces
+-- "listening on ADDR:PORT": the harness reads the real port from that line.
+function M.listen(port)
+   local s, err, why = ba.socket.bind(math.tointeger(tonumber(port)) or 0, {intf = "127.0.0.1"})
+   if not s then error(string.format("cannot listen: %s (%s)", err, why), 0) end
+   local addr, p = s:sockname()
+   trace(string.format("listening on %s:%d", addr, p))
+   return s
+end
+
+-- Accept on 127.0.0.1:port and call onConnection(sock) for each accepted
+-- (still blocking, not yet cosocket) socket. Returns the listen socket.
+function M.acceptEach(port, onConnection)
+   local ls = M.listen(port)
+   ls:event(function(l)
+      while true do
+         local s = l:accept()
+         if not s then break end
+         onConnection(s)
+      end
+   end)
+   return ls
+end
+
+-- For seed code written as "local sock=getMyServerSocket() ...": runs
+-- body(getMyServerSocket) once per accepted connection, where
+-- getMyServerSocket() returns that connection (example 3.b's accept loop).
+function M.serveSeed(port, body)
+   return M.acceptEach(port, function(s)
+      body(function() return s end)
+   end)
+end
+
+-- Report one check as "CHECK <name> ok" or "CHECK <name> FAIL <why>".
+function M.check(name, ok, ...)
+   if ok then
+      trace("CHECK " .. name .. " ok")
+   else
+      local why = {}
+      for i = 1, select("#", ...) do why[#why + 1] = tostring((select(i, ...))) end
+      trace("CHECK " .. name .. " FAIL " .. table.concat(why, " "))
+   end
+   return ok
+end
+
+return M
