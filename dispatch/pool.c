@@ -20,13 +20,11 @@ struct cs_pool {
 	pthread_t threads[];
 };
 
+/* Runs on the loop thread, possibly after the pool is gone: it must not
+ * touch the pool. */
 static void run_done(cs_post *p)
 {
 	cs_job *job = (cs_job *)p;
-	cs_pool *pool = job->pool;
-	pthread_mutex_lock(&pool->lock);
-	pool->pending--;
-	pthread_mutex_unlock(&pool->lock);
 	job->done(job);
 }
 
@@ -46,6 +44,9 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&pool->lock);
 		job->work(job);
 		job->post.run = run_done;
+		pthread_mutex_lock(&pool->lock);
+		pool->pending--;
+		pthread_mutex_unlock(&pool->lock);
 		cs_loop_post(pool->loop, &job->post);
 		pthread_mutex_lock(&pool->lock);
 	}

@@ -31,7 +31,7 @@ void cs_pool_destroy(cs_pool *pool);
 /* Queue a job (loop thread or any thread). */
 void cs_pool_submit(cs_pool *pool, cs_job *job);
 
-/* Jobs queued or running. */
+/* Jobs queued or running (not those whose done() is still to run). */
 unsigned cs_pool_pending(const cs_pool *pool);
 
 #endif

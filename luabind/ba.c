@@ -2,10 +2,17 @@
  * ba.c - the `ba` table: ba.socket (socket.c), ba.timer (timer.c),
  * ba.clock, and the byte-order helpers ba.socket.n2h/h2n/fn2h/fh2n.
  */
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 
 #include "internal.h"
+
+/* Whether size bytes from 1-based off fit in len bytes (no overflow). */
+static bool fits(lua_Integer off, lua_Integer size, size_t len)
+{
+	return off >= 1 && (lua_Unsigned)off <= len && (lua_Unsigned)size <= len - (size_t)(off - 1);
+}
 
 /* ba.socket.n2h(size, str [, offset=1]): big-endian unsigned integer. */
 static int l_n2h(lua_State *L)
@@ -16,7 +23,7 @@ static int l_n2h(lua_State *L)
 	lua_Integer off = luaL_optinteger(L, 3, 1);
 	if (size < 1 || size > 8)
 		return luaL_error(L, "Invalid size");
-	if (off < 1 || (size_t)(off - 1 + size) > len)
+	if (!fits(off, size, len))
 		return luaL_error(L, "Invalid offset");
 	lua_Unsigned v = 0;
 	for (lua_Integer i = 0; i < size; i++)
@@ -48,7 +55,7 @@ static int l_fn2h(lua_State *L)
 	lua_Integer off = luaL_optinteger(L, 3, 1);
 	if (size != 4 && size != 8)
 		return luaL_error(L, "Invalid size");
-	if (off < 1 || (size_t)(off - 1 + size) > len)
+	if (!fits(off, size, len))
 		return luaL_error(L, "Invalid offset");
 	uint64_t v = 0;
 	for (lua_Integer i = 0; i < size; i++)

@@ -35,7 +35,7 @@ void cs__log(cs_vm *vm, int prio, const char *fmt, ...)
 static void log_oneline(cs_vm *vm, int prio, const char *text)
 {
 	size_t n = strlen(text);
-	char *flat = malloc(n * 2 + 1);
+	char *flat = malloc(n * 3 + 1); /* each newline becomes " | " */
 	if (!flat) {
 		vm->log(prio, text);
 		return;
@@ -51,8 +51,6 @@ static void log_oneline(cs_vm *vm, int prio, const char *text)
 		} else {
 			*o++ = *p;
 		}
-		if ((size_t)(o - flat) > n * 2 - 3)
-			break;
 	}
 	*o = 0;
 	vm->log(prio, flat);
@@ -257,7 +255,8 @@ static int msgh(lua_State *L)
 
 static void set_arg(lua_State *L, int argc, char **argv, int script_index)
 {
-	lua_createtable(L, argc - script_index - 1, script_index + 1);
+	int nargs = argc - script_index - 1;
+	lua_createtable(L, nargs > 0 ? nargs : 0, script_index + 1);
 	for (int i = 0; i < argc; i++) {
 		lua_pushstring(L, argv[i]);
 		lua_rawseti(L, -2, i - script_index);
