@@ -74,43 +74,40 @@ static long parse_long(const char *s, long lo, long hi, const char *what)
 	return v;
 }
 
-/* "[ADDR:]PORT", "[v6addr]:PORT" */
-static void parse_listen(const char *s, struct options *o)
+/* Split "HOST:PORT" / "[v6addr]:PORT" at the last colon: the host (without
+ * brackets) goes to host, and the port text is returned. Without a colon
+ * the host is empty and the whole of s is the port. */
+static const char *split_hostport(const char *s, char *host, size_t size, const char *what)
 {
 	const char *colon = strrchr(s, ':');
-	const char *port = colon ? colon + 1 : s;
-	o->listen_addr[0] = 0;
-	if (colon) {
-		const char *a = s;
-		size_t n = (size_t)(colon - s);
-		if (n >= 2 && a[0] == '[' && a[n - 1] == ']') {
-			a++;
-			n -= 2;
-		}
-		if (n >= sizeof(o->listen_addr))
-			die_usage("--listen address too long: %s", s);
-		memcpy(o->listen_addr, a, n);
-		o->listen_addr[n] = 0;
-	}
-	o->listen_port = (int)parse_long(port, 0, 65535, "--listen wants [ADDR:]PORT, got '%s'");
-}
-
-static void parse_upstream(const char *s, struct options *o)
-{
-	const char *colon = strrchr(s, ':');
-	if (!colon || colon == s)
-		die_usage("--upstream wants HOST:PORT, got '%s'", s);
+	host[0] = 0;
+	if (!colon)
+		return s;
 	const char *h = s;
 	size_t n = (size_t)(colon - s);
 	if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
 		h++;
 		n -= 2;
 	}
-	if (n >= sizeof(o->upstream_host))
-		die_usage("--upstream host too long: %s", s);
-	memcpy(o->upstream_host, h, n);
-	o->upstream_host[n] = 0;
-	o->upstream_port = (int)parse_long(colon + 1, 1, 65535, "--upstream port must be 1-65535, got '%s'");
+	if (n >= size)
+		die_usage(what, s);
+	memcpy(host, h, n);
+	host[n] = 0;
+	return colon + 1;
+}
+
+static void parse_listen(const char *s, struct options *o)
+{
+	const char *port = split_hostport(s, o->listen_addr, sizeof(o->listen_addr), "--listen address too long: %s");
+	o->listen_port = (int)parse_long(port, 0, 65535, "--listen wants [ADDR:]PORT, got '%s'");
+}
+
+static void parse_upstream(const char *s, struct options *o)
+{
+	const char *port = split_hostport(s, o->upstream_host, sizeof(o->upstream_host), "--upstream host too long: %s");
+	if (!o->upstream_host[0])
+		die_usage("--upstream wants HOST:PORT, got '%s'", s);
+	o->upstream_port = (int)parse_long(port, 1, 65535, "--upstream port must be 1-65535, got '%s'");
 }
 
 /* Options of a bundled app, after its name. */

@@ -14,6 +14,23 @@ static bool fits(lua_Integer off, lua_Integer size, size_t len)
 	return off >= 1 && (lua_Unsigned)off <= len && (lua_Unsigned)size <= len - (size_t)(off - 1);
 }
 
+static uint64_t load_be(const unsigned char *p, lua_Integer size)
+{
+	uint64_t v = 0;
+	for (lua_Integer i = 0; i < size; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* Push the low size bytes of v, most significant first. */
+static void push_be(lua_State *L, uint64_t v, lua_Integer size)
+{
+	char buf[8];
+	for (lua_Integer i = size - 1; i >= 0; i--, v >>= 8)
+		buf[i] = (char)(v & 0xff);
+	lua_pushlstring(L, buf, (size_t)size);
+}
+
 /* ba.socket.n2h(size, str [, offset=1]): big-endian unsigned integer. */
 static int l_n2h(lua_State *L)
 {
@@ -25,10 +42,7 @@ static int l_n2h(lua_State *L)
 		return luaL_error(L, "Invalid size");
 	if (!fits(off, size, len))
 		return luaL_error(L, "Invalid offset");
-	lua_Unsigned v = 0;
-	for (lua_Integer i = 0; i < size; i++)
-		v = (v << 8) | s[off - 1 + i];
-	lua_pushinteger(L, (lua_Integer)v);
+	lua_pushinteger(L, (lua_Integer)load_be(s + off - 1, size));
 	return 1;
 }
 
@@ -39,10 +53,7 @@ static int l_h2n(lua_State *L)
 	lua_Unsigned v = (lua_Unsigned)luaL_checkinteger(L, 2);
 	if (size < 1 || size > 8)
 		return luaL_error(L, "Invalid size");
-	char buf[8];
-	for (lua_Integer i = size - 1; i >= 0; i--, v >>= 8)
-		buf[i] = (char)(v & 0xff);
-	lua_pushlstring(L, buf, (size_t)size);
+	push_be(L, v, size);
 	return 1;
 }
 
@@ -57,9 +68,7 @@ static int l_fn2h(lua_State *L)
 		return luaL_error(L, "Invalid size");
 	if (!fits(off, size, len))
 		return luaL_error(L, "Invalid offset");
-	uint64_t v = 0;
-	for (lua_Integer i = 0; i < size; i++)
-		v = (v << 8) | s[off - 1 + i];
+	uint64_t v = load_be(s + off - 1, size);
 	if (size == 4) {
 		uint32_t u = (uint32_t)v;
 		float f;
@@ -89,10 +98,7 @@ static int l_fh2n(lua_State *L)
 	} else {
 		return luaL_error(L, "Invalid size");
 	}
-	char buf[8];
-	for (lua_Integer i = size - 1; i >= 0; i--, v >>= 8)
-		buf[i] = (char)(v & 0xff);
-	lua_pushlstring(L, buf, (size_t)size);
+	push_be(L, v, size);
 	return 1;
 }
 
