@@ -107,6 +107,11 @@ static ssize_t try_recv(cs_loop *loop, cs_conn *c, const char **data)
 	for (;;) {
 		ssize_t n = recv(c->fd, buf, CS_RECV_CHUNK, 0);
 		if (n >= 0) {
+			/* A short read drained the socket: the next arrival is a
+			 * new edge, so skip the recv that would say EAGAIN. Not
+			 * once the end was reported: that edge will not repeat. */
+			if (n > 0 && n < CS_RECV_CHUNK && !(c->flags & CS__HUP))
+				c->flags &= ~CS__READABLE;
 			*data = buf;
 			return n;
 		}
@@ -185,6 +190,8 @@ static void handle_event(cs_loop *loop, uint64_t tag, uint32_t ev)
 		return;
 	if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->flags |= CS__READABLE;
+	if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->flags |= CS__HUP;
 	if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		c->flags |= CS__WRITABLE;
 

@@ -35,6 +35,7 @@ enum {
 	CS__RECV_DONE = 1u << 10,  /* io_uring: stream ended; err says how */
 	CS__FREED = 1u << 11,      /* slot is on the free list */
 	CS__SHUT_WR = 1u << 12,    /* send FIN when the write queue empties */
+	CS__HUP = 1u << 13,        /* epoll: the peer's end (or an error) was reported */
 };
 
 /* One queued write: a window of caller memory plus the caller's cookie. */
