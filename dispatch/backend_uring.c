@@ -8,8 +8,11 @@
  * to ops->recv and goes back to the ring right after; a chunk nobody asked
  * for is stashed on the conn and the multishot is cancelled, so an unread
  * conn keeps at most what already arrived and TCP flow control does the
- * rest. A conn that found the ring empty (-ENOBUFS) waits on a starved list
- * and is re-armed as buffers come back.
+ * rest. "What already arrived" can be one kernel wake-up's worth: a 6.x
+ * kernel loops a multishot recv up to 32 times per wake-up, so a backlogged
+ * socket may stash ~33 chunks before the cancel lands. A conn that found
+ * the ring empty (-ENOBUFS) waits on a starved list and is re-armed as
+ * buffers come back.
  *
  * Every SQE carries cs__tag() of its conn with the operation kind in the
  * top byte; completions for a slot that moved on are dropped (their buffers
@@ -31,10 +34,10 @@
 
 #define UR_SQ_ENTRIES 4096u
 #define UR_CQ_ENTRIES (4 * UR_SQ_ENTRIES)
-#define UR_BGID 0           /* our one provided-buffer group */
-#define UR_MAX_BUFS 32768u  /* buffer ids are 16 bits, ring entries <= 2^15 */
-#define UR_FDQ_MAX 256u     /* accepted fds queued before we stop accepting */
-#define UR_EXT_POOL 64u     /* spare send/connect contexts kept for reuse */
+#define UR_BGID 0	   /* our one provided-buffer group */
+#define UR_MAX_BUFS 32768u /* buffer ids are 16 bits, ring entries <= 2^15 */
+#define UR_FDQ_MAX 256u	   /* accepted fds queued before we stop accepting */
+#define UR_EXT_POOL 64u	   /* spare send/connect contexts kept for reuse */
 
 /* Operation kind, in the top byte of user_data. */
 enum ur_op {
@@ -50,9 +53,9 @@ enum ur_op {
 /* Backend-private conn flags, above the ones internal.h defines. loop.c
  * clears them with the rest (memset on open, CS__FREED on free). */
 enum {
-	UR_STARVED = 1u << 24,   /* on the starved list, waiting for buffers */
+	UR_STARVED = 1u << 24,	 /* on the starved list, waiting for buffers */
 	UR_CANCELING = 1u << 25, /* a cancel for the multishot is submitted */
-	UR_CLOSED = 1u << 26,    /* close op ran; fd closes when inflight == 0 */
+	UR_CLOSED = 1u << 26,	 /* close op ran; fd closes when inflight == 0 */
 };
 
 /* What a conn needs only while a send or connect is in flight: the kernel
@@ -71,7 +74,7 @@ struct ur_state {
 	/* Provided receive buffers. */
 	struct io_uring_buf_ring *br;
 	size_t br_size;
-	char *bufs;        /* nbufs * CS_RECV_CHUNK */
+	char *bufs; /* nbufs * CS_RECV_CHUNK */
 	uint32_t nbufs, mask;
 	uint32_t bufs_out; /* taken by the kernel and not yet returned */
 	int32_t *buf_next; /* stash links */
@@ -89,9 +92,15 @@ struct ur_state {
 	uint32_t nfree_ext;
 };
 
-static inline struct ur_state *state(cs_loop *loop) { return loop->backend_data; }
+static inline struct ur_state *state(cs_loop *loop)
+{
+	return loop->backend_data;
+}
 
-static inline uint32_t slot_of(cs_loop *loop, cs_conn *c) { return (uint32_t)(c - loop->slots); }
+static inline uint32_t slot_of(cs_loop *loop, cs_conn *c)
+{
+	return (uint32_t)(c - loop->slots);
+}
 
 static inline uint64_t udata(cs_loop *loop, cs_conn *c, enum ur_op op)
 {
@@ -116,8 +125,8 @@ static int ur_start(struct ur_state *u)
 	if (u->ring.flags & IORING_SETUP_R_DISABLED) {
 		/* io_uring_enable_rings() is declared but not exported by
 		 * liburing 2.3, so make the call it would make. */
-		if (syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
-			    NULL, 0) < 0)
+		if (syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) <
+		    0)
 			return -errno;
 	}
 	u->started = true;
@@ -156,8 +165,7 @@ static void cancel_multishot(cs_loop *loop, cs_conn *c, enum ur_op op)
 
 static void buf_recycle(struct ur_state *u, uint32_t bid)
 {
-	io_uring_buf_ring_add(u->br, buf_at(u, bid), CS_RECV_CHUNK, (unsigned short)bid,
-			      (int)u->mask, 0);
+	io_uring_buf_ring_add(u->br, buf_at(u, bid), CS_RECV_CHUNK, (unsigned short)bid, (int)u->mask, 0);
 	io_uring_buf_ring_advance(u->br, 1);
 	u->bufs_out--;
 }
@@ -371,7 +379,9 @@ static ssize_t ur_recv(cs_loop *loop, cs_conn *c, const char **data)
 }
 
 /* Later data is stashed by on_recv(), which also stops the multishot. */
-static void ur_recv_cancel(cs_loop *loop, cs_conn *c) {}
+static void ur_recv_cancel(cs_loop *loop, cs_conn *c)
+{
+}
 
 /* Give a waiting owner the oldest stashed chunk, or the end of stream. */
 static void deliver_recv(cs_loop *loop, struct ur_state *u, cs_conn *c)
@@ -387,8 +397,7 @@ static void deliver_recv(cs_loop *loop, struct ur_state *u, cs_conn *c)
 	}
 }
 
-static void on_recv(cs_loop *loop, struct ur_state *u, uint64_t tag, int res, uint32_t cflags,
-		    int bid)
+static void on_recv(cs_loop *loop, struct ur_state *u, uint64_t tag, int res, uint32_t cflags, int bid)
 {
 	bool more = cflags & IORING_CQE_F_MORE;
 	cs_conn *c = cs__conn_by_tag(loop, tag);
@@ -496,13 +505,14 @@ static int ur_accept(cs_loop *loop, cs_conn *c)
 }
 
 /* Connections keep queueing (up to UR_FDQ_MAX) for the next accept call. */
-static void ur_accept_cancel(cs_loop *loop, cs_conn *c) {}
+static void ur_accept_cancel(cs_loop *loop, cs_conn *c)
+{
+}
 
 /* Failures that concern one connection attempt, not the listener. */
 static bool accept_transient(int err)
 {
-	return err == -ECANCELED || err == -EINTR || err == -EAGAIN || err == -ECONNABORTED ||
-	       err == -EPROTO;
+	return err == -ECANCELED || err == -EINTR || err == -EAGAIN || err == -ECONNABORTED || err == -EPROTO;
 }
 
 static void on_accept(cs_loop *loop, uint64_t tag, int res, uint32_t cflags)
@@ -602,8 +612,8 @@ static void on_send(cs_loop *loop, uint64_t tag, int res)
 		cs__wq_failed(loop, c, res ? res : -EPIPE);
 	if (cs__conn_by_tag(loop, tag) != c || (c->flags & UR_CLOSED))
 		return;
-	if (!(c->flags & CS__SENDING) && c->wq.count && c->err == 0)
-		send_next(loop, c);
+	if (!(c->flags & CS__SENDING) && c->wq.count)
+		send_next(loop, c); /* partly sent: the rest */
 	if (cs__conn_by_tag(loop, tag) == c)
 		ext_put(loop, c, false);
 }
@@ -738,8 +748,8 @@ static int ur_wait(cs_loop *loop, int timeout_ms)
 		r = io_uring_submit_and_wait(&u->ring, 1);
 	} else {
 		struct __kernel_timespec ts = {
-			.tv_sec = timeout_ms / 1000,
-			.tv_nsec = (long long)(timeout_ms % 1000) * 1000000,
+		    .tv_sec = timeout_ms / 1000,
+		    .tv_nsec = (long long)(timeout_ms % 1000) * 1000000,
 		};
 		struct io_uring_cqe *cqe;
 		r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
@@ -751,7 +761,8 @@ static int ur_wait(cs_loop *loop, int timeout_ms)
 
 	unsigned head, n = 0;
 	struct io_uring_cqe *cqe;
-	io_uring_for_each_cqe(&u->ring, head, cqe) {
+	io_uring_for_each_cqe(&u->ring, head, cqe)
+	{
 		handle_cqe(loop, u, cqe->user_data, cqe->res, cqe->flags);
 		n++;
 	}
@@ -762,7 +773,10 @@ static int ur_wait(cs_loop *loop, int timeout_ms)
 
 /* ---- setup --------------------------------------------------------------- */
 
-static int ur_add(cs_loop *loop, cs_conn *c) { return 0; }
+static int ur_add(cs_loop *loop, cs_conn *c)
+{
+	return 0;
+}
 
 static void free_state(struct ur_state *u, bool ring_up)
 {
@@ -789,10 +803,10 @@ static void free_state(struct ur_state *u, bool ring_up)
 static int setup_ring(struct ur_state *u)
 {
 	static const unsigned flag_sets[] = {
-		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
-			IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
-		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
-		0,
+	    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+		IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
+	    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+	    0,
 	};
 	int r = -EINVAL;
 	for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
@@ -821,8 +835,8 @@ static int setup_ring(struct ur_state *u)
 static int check_ops(struct io_uring *ring)
 {
 	static const int need[] = {
-		IORING_OP_RECV,    IORING_OP_ACCEPT,      IORING_OP_SENDMSG, IORING_OP_CONNECT,
-		IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL, IORING_OP_SEND_ZC,
+	    IORING_OP_RECV,	IORING_OP_ACCEPT,	IORING_OP_SENDMSG, IORING_OP_CONNECT,
+	    IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL, IORING_OP_SEND_ZC,
 	};
 	struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
 	if (!probe)
@@ -864,8 +878,8 @@ static int setup_buffers(struct ur_state *u)
 		return r;
 	io_uring_buf_ring_init(u->br);
 	for (uint32_t i = 0; i < u->nbufs; i++)
-		io_uring_buf_ring_add(u->br, buf_at(u, i), CS_RECV_CHUNK, (unsigned short)i,
-				      (int)u->mask, (int)i);
+		io_uring_buf_ring_add(u->br, buf_at(u, i), CS_RECV_CHUNK, (unsigned short)i, (int)u->mask,
+				      (int)i);
 	io_uring_buf_ring_advance(u->br, (int)u->nbufs);
 	return 0;
 }
@@ -927,17 +941,17 @@ static void ur_fini(cs_loop *loop)
 }
 
 const struct cs__backend cs__backend_uring = {
-	.name = "io_uring",
-	.init = ur_init,
-	.fini = ur_fini,
-	.add = ur_add,
-	.accept = ur_accept,
-	.accept_cancel = ur_accept_cancel,
-	.recv = ur_recv,
-	.recv_cancel = ur_recv_cancel,
-	.flush = ur_flush,
-	.connect = ur_connect,
-	.close = ur_close,
-	.wait = ur_wait,
-	.wake = ur_wake,
+    .name = "io_uring",
+    .init = ur_init,
+    .fini = ur_fini,
+    .add = ur_add,
+    .accept = ur_accept,
+    .accept_cancel = ur_accept_cancel,
+    .recv = ur_recv,
+    .recv_cancel = ur_recv_cancel,
+    .flush = ur_flush,
+    .connect = ur_connect,
+    .close = ur_close,
+    .wait = ur_wait,
+    .wake = ur_wake,
 };
