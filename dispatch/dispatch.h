@@ -1,7 +1,9 @@
 /*
  * dispatch.h - the completion-style event loop of one cosockd worker.
  *
- * One loop runs on one thread. It owns a flat table of connection slots,
+ * One loop runs on one thread, and every call below except cs_loop_post()
+ * and cs_loop_wake() must come from that thread (the io_uring backend is a
+ * single-issuer ring). It owns a flat table of connection slots,
  * a timer heap and a cross-thread post queue, and drives them through one
  * of two backends (io_uring or edge-triggered epoll) that nothing above this
  * header can tell apart.
