@@ -247,12 +247,6 @@ static int ep_wait(cs_loop *loop, int timeout_ms)
 	return n;
 }
 
-static void ep_wake(cs_loop *loop)
-{
-	uint64_t one = 1;
-	ssize_t r = write(loop->wake_fd, &one, sizeof(one));
-	(void)r;
-}
 
 const struct cs__backend cs__backend_epoll = {
 	.name = "epoll",
@@ -267,5 +261,4 @@ const struct cs__backend cs__backend_epoll = {
 	.connect = ep_connect,
 	.close = ep_close,
 	.wait = ep_wait,
-	.wake = ep_wake,
 };

@@ -691,12 +691,6 @@ static void on_wake(cs_loop *loop, uint32_t cflags)
 		arm_wake(loop);
 }
 
-static void ur_wake(cs_loop *loop)
-{
-	uint64_t one = 1;
-	ssize_t r = write(loop->wake_fd, &one, sizeof(one));
-	(void)r; /* EAGAIN: the counter is saturated, a wake-up is pending */
-}
 
 /* ---- the wait ------------------------------------------------------------ */
 
@@ -953,5 +947,4 @@ const struct cs__backend cs__backend_uring = {
     .connect = ur_connect,
     .close = ur_close,
     .wait = ur_wait,
-    .wake = ur_wake,
 };

@@ -98,8 +98,6 @@ struct cs__backend {
 	/* Wait up to timeout_ms for completions and handle them. Returns the
 	 * number handled or -errno. */
 	int (*wait)(cs_loop *loop, int timeout_ms);
-	/* Async-signal-safe: interrupt wait(). */
-	void (*wake)(cs_loop *loop);
 };
 
 extern const struct cs__backend cs__backend_uring;
