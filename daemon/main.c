@@ -31,6 +31,7 @@ static cs_loop *signal_loop;
 struct options {
 	enum cs_backend backend;
 	long max_conns;
+	long threads;
 	/* bundled apps */
 	const char *app;
 	char listen_addr[256];
@@ -52,6 +53,7 @@ static void usage(FILE *f)
 		"options:\n"
 		"  --backend=auto|uring|epoll  dispatcher backend (default auto: io_uring if usable)\n"
 		"  --max-connections=N         connection slots (default 262144; bounded by RLIMIT_NOFILE)\n"
+		"  --threads=N                 Lua pool threads for ba.thread.run, started on demand (default 8)\n"
 		"  -h, --help                  this text\n"
 		"  -V, --version               print the version\n");
 }
@@ -157,6 +159,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	static const struct option longopts[] = {
 		{"backend", required_argument, NULL, 'b'},
 		{"max-connections", required_argument, NULL, 'm'},
+		{"threads", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -179,6 +182,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'm':
 			o->max_conns = parse_long(optarg, 1, 1 << 22, "--max-connections must be 1-4194304, got '%s'");
+			break;
+		case 't':
+			o->threads = parse_long(optarg, 1, 1024, "--threads must be 1-1024, got '%s'");
 			break;
 		case 'h':
 			usage(stdout);
@@ -321,7 +327,7 @@ int main(int argc, char **argv)
 	       o.backend == CS_BACKEND_AUTO && strcmp(cs_loop_backend(loop), "io_uring") ? " (io_uring unavailable)" : "",
 	       capacity);
 
-	struct cs_vm_config vcfg = {.loop = loop, .log = cs_log_line};
+	struct cs_vm_config vcfg = {.loop = loop, .log = cs_log_line, .threads = (unsigned)o.threads};
 	cs_vm *vm;
 	if (cs_vm_create(&vcfg, &vm) < 0) {
 		cs_log(CS_LOG_ERR, "cosockd: cannot create the Lua state");

@@ -234,7 +234,9 @@ static void drain_wake(cs_loop *loop)
 static int ep_wait(cs_loop *loop, int timeout_ms)
 {
 	struct epoll_state *st = state(loop);
+	cs__wait_begin(loop);
 	int n = epoll_wait(st->epfd, st->events, MAX_EVENTS, timeout_ms);
+	cs__wait_end(loop);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	for (int i = 0; i < n; i++) {

@@ -736,6 +736,7 @@ static int ur_wait(cs_loop *loop, int timeout_ms)
 	recycle_handed(u);
 	feed_starved(loop, u);
 
+	cs__wait_begin(loop);
 	if (timeout_ms == 0) {
 		r = io_uring_submit_and_get_events(&u->ring);
 	} else if (timeout_ms < 0) {
@@ -748,6 +749,7 @@ static int ur_wait(cs_loop *loop, int timeout_ms)
 		struct io_uring_cqe *cqe;
 		r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
 	}
+	cs__wait_end(loop);
 	/* -ETIME: timed out; -EINTR: a signal; -EBUSY/-EAGAIN: the CQ is
 	 * backed up or the kernel is short of memory, reaping helps. */
 	if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)

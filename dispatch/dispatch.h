@@ -87,6 +87,12 @@ const char *cs_loop_backend(const cs_loop *loop);
 void *cs_loop_udata(const cs_loop *loop);
 void cs_loop_set_udata(cs_loop *loop, void *udata);
 
+/* before() and after() run on the loop thread around every syscall in which
+ * the backend may sleep (and nowhere else), so that an owner whose callbacks
+ * run under a lock can leave that lock to other threads while the loop
+ * waits. Either may be NULL. */
+void cs_loop_set_wait_hooks(cs_loop *loop, void (*before)(void *arg), void (*after)(void *arg), void *arg);
+
 /* Wait up to timeout_ms (-1: until something happens) for completions, then
  * run their callbacks, due timers and posted work. Returns the number of
  * callbacks run, or -errno when the backend failed. */
@@ -181,7 +187,10 @@ int cs_conn_send(cs_conn *c, const void *data, size_t len, uintptr_t cookie);
 /* For writers that cannot wait: when nothing is queued or in flight, hand
  * the kernel what it takes right now (one non-blocking sendmsg, whatever
  * the backend). Returns the bytes taken (0 when the queue is busy or the
- * socket buffer is full) or -errno; the rest is the caller's to queue. */
+ * socket buffer is full) or -errno; the rest is the caller's to queue.
+ * Like cs_conn_queued(), cs_conn_error(), cs_conn_fd() and the udata calls,
+ * it may also run on another thread while the owner's lock keeps the loop
+ * thread out of cs_loop_poll()'s processing (see cs_loop_set_wait_hooks). */
 ssize_t cs_conn_try_send(cs_conn *c, const void *data, size_t len);
 
 /* Bytes queued and not yet taken by the kernel. */

@@ -124,8 +124,24 @@ struct cs_loop {
 	cs_post *post_head, *post_tail;
 	int wake_fd;        /* eventfd, read by the backend */
 
+	void (*wait_before)(void *arg), (*wait_after)(void *arg);
+	void *wait_arg;
+
 	struct cs_loop_stats stats;
 };
+
+/* A backend brackets the syscall in which it may sleep with these. */
+static inline void cs__wait_begin(cs_loop *loop)
+{
+	if (loop->wait_before)
+		loop->wait_before(loop->wait_arg);
+}
+
+static inline void cs__wait_end(cs_loop *loop)
+{
+	if (loop->wait_after)
+		loop->wait_after(loop->wait_arg);
+}
 
 /* Completion tags: slot index + generation, so late completions for a
  * reused slot are recognised and dropped. The top byte is free for the

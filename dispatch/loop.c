@@ -114,6 +114,13 @@ void cs_loop_destroy(cs_loop *loop)
 const char *cs_loop_backend(const cs_loop *loop) { return loop->be->name; }
 void *cs_loop_udata(const cs_loop *loop) { return loop->udata; }
 void cs_loop_set_udata(cs_loop *loop, void *udata) { loop->udata = udata; }
+
+void cs_loop_set_wait_hooks(cs_loop *loop, void (*before)(void *arg), void (*after)(void *arg), void *arg)
+{
+	loop->wait_before = before;
+	loop->wait_after = after;
+	loop->wait_arg = arg;
+}
 uint64_t cs_loop_now(const cs_loop *loop) { return loop->now; }
 void cs_loop_update_time(cs_loop *loop) { loop->now = monotonic_ms(); }
 

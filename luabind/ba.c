@@ -123,6 +123,8 @@ int cs__open_ba(lua_State *L)
 	lua_setfield(L, -2, "socket");
 	cs__open_timer(L);
 	lua_setfield(L, -2, "timer");
+	cs__open_thread(L);
+	lua_setfield(L, -2, "thread");
 	lua_pushcfunction(L, l_clock);
 	lua_setfield(L, -2, "clock");
 	lua_pushstring(L, COSOCKD_VERSION);

@@ -11,6 +11,18 @@
  *    because their return values depend on what the coroutine did.
  *  - The coroutine is found from a lua_State through the thread's extra
  *    space, which holds its socket (NULL for every other thread).
+ *
+ * Threads (thread.c):
+ *  - Lua runs only under vm->lock. The loop thread holds it all the time
+ *    except inside the backend's wait; a pool thread holds it while it runs
+ *    Lua and lets it go whenever it waits.
+ *  - Only the loop thread calls into dispatch/. Every ba.socket function and
+ *    socket method is registered through cs__setfuncs_on_loop(): called on
+ *    a pool thread, it runs on the loop thread instead (cs__on_loop()) while
+ *    the pool thread waits.
+ *  - A pool thread that must wait for I/O is "parked": sock->blocker names
+ *    it, and cs__wake() hands it the results exactly as it would resume a
+ *    cosocket.
  */
 #ifndef CS_LUABIND_INTERNAL_H
 #define CS_LUABIND_INTERNAL_H
@@ -18,6 +30,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 
 #include "luabind.h"
@@ -41,6 +55,7 @@ enum cs_wait {
 enum cs_kind { CS_SOCK_NONE, CS_SOCK_TCP, CS_SOCK_LISTEN };
 
 struct cs_resolve;
+typedef struct cs_lthread cs_lthread;
 
 struct cs_sock {
 	cs_vm *vm;
@@ -63,6 +78,8 @@ struct cs_sock {
 	struct cs_sock *wnext;              /* writers waiting on a queue */
 	struct cs_sock *writers, *writers_tail; /* cosockets waiting on our queue */
 	struct cs_sock *write_target;       /* queue we wait on */
+	cs_lthread *blocker;                /* pool thread parked on our own wait */
+	cs_lthread *bwriters;               /* pool threads waiting for our queue to drain */
 	size_t queue_limit; /* queuelen(): non-cosocket writers stop here */
 	uint32_t maxsize;   /* maxsize(): accepted and remembered */
 	struct cs_resolve *resolve; /* name resolution in flight */
@@ -73,8 +90,33 @@ struct cs_sock {
 };
 typedef struct cs_sock cs_sock;
 
+struct cs_lpool;
+
+/* A pool thread that runs Lua (thread.c). */
+struct cs_lthread {
+	cs_vm *vm;
+	struct cs_lpool *pool;
+	pthread_t tid;
+	pthread_cond_t cond; /* waited on with vm->lock */
+	lua_State *base;     /* holds the job coroutine; registry-anchored */
+	int base_ref;
+	lua_State *job;      /* the running job's coroutine, or NULL */
+	lua_State *wl;       /* the state a parked wait's results go to */
+	bool woken;          /* the wait ended; results are on wl */
+	bool parked;         /* a call run on the loop thread left us waiting */
+	bool exited;
+	int status;          /* Lua status of that call */
+	cs_sock *blocked_on; /* socket whose own wait we are parked on */
+	cs_sock *write_on;   /* socket whose queue we wait to drain */
+	bool sleeping;       /* in ba.sleep() */
+	cs_lthread *next;    /* vm->lthreads */
+	cs_lthread *bnext;   /* sock->bwriters */
+};
+
 struct cs_vm {
 	lua_State *L;
+	pthread_mutex_t lock;        /* the VM lock: whoever runs Lua holds it */
+	atomic_bool lock_wanted;     /* the loop thread waits for the lock */
 	cs_loop *loop;
 	cs_pool *resolver;
 	void (*log)(int prio, const char *line);
@@ -88,7 +130,45 @@ struct cs_vm {
 	bool shutting_down, closing;
 	bool exit_requested;
 	int exit_code;
+	struct cs_lpool *threads;    /* ba.thread.run's pool */
+	struct cs_lpool *pools;      /* every pool, threads included */
+	cs_lthread *lthreads;        /* every pool thread of every pool */
+	cs_lthread *caller;          /* pool thread whose call runs right now */
+	unsigned max_threads;        /* --threads */
+	unsigned jobs;               /* ba.thread jobs queued or running */
+	unsigned live_threads;       /* pool threads not yet exited */
+	bool threads_stopping;
 };
+
+/* The pool thread running on this OS thread, NULL on the loop thread. */
+extern __thread cs_lthread *cs__self;
+
+/* thread.c */
+int cs__open_thread(lua_State *L);
+/* Run f(L) on the loop thread and return its results to L's thread: directly
+ * when already there; from a pool thread by posting the call and waiting
+ * (lock released) until it returned, or, if it parked the thread, until the
+ * wake. Errors raised by f are raised again on the calling thread. Call it
+ * before touching the stack. */
+int cs__on_loop(lua_State *L, lua_CFunction f);
+/* luaL_setfuncs() whose functions always run on the loop thread. */
+void cs__setfuncs_on_loop(lua_State *L, const luaL_Reg *l);
+/* Inside a call run for a pool thread: park that thread on s's wait w; the
+ * results come with cs__wake(s, n). Returns the value for f to return. */
+int cs__park(lua_State *L, cs_sock *s, enum cs_wait w);
+/* Inside a call run for a pool thread: park it until s's queue drains. */
+int cs__park_writer(lua_State *L, cs_sock *s);
+/* Wake a parked pool thread whose nvals results are pushed onto t->wl. */
+void cs__unpark(cs_lthread *t);
+/* Stop every pool thread: queued jobs are dropped, parked threads get
+ * "sysshutdown", and the loop keeps running posts until all exited. */
+void cs__threads_stop(cs_vm *vm);
+/* Create vm->lock, taken by the calling (loop) thread, and hook it to the
+ * loop's wait. */
+void cs__vm_lock_init(cs_vm *vm);
+void cs__threads_shutdown(cs_vm *vm);
+/* The state a waiter's results go to: a parked pool thread or the coroutine. */
+static inline lua_State *cs__waiter(const cs_sock *s) { return s->blocker ? s->blocker->wl : s->co; }
 
 /* vm.c */
 cs_vm *cs__vm(lua_State *L);
@@ -129,6 +209,8 @@ bool cs__sock_close(cs_sock *sock, const char *err, bool graceful);
 /* The coroutine is over: drop its references, close the socket. */
 void cs__sock_finished(cs_sock *sock);
 void cs__sock_shutdown_all(cs_vm *vm);
+/* ba.sleep(ms) in a cosocket: only that coroutine waits. */
+int cs__sock_sleep(lua_State *L, cs_sock *sock, lua_Integer ms);
 
 /* sockaddr.c */
 struct cs_resolve {

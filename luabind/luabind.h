@@ -20,6 +20,7 @@ struct cs_vm_config {
 	/* Where trace(), tracep() and error reports go: one record, no newline. */
 	void (*log)(int prio, const char *line);
 	unsigned resolver_threads; /* 0: 2 */
+	unsigned threads;          /* ba.thread.run's pool size; 0: 8 */
 };
 
 int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out);

@@ -66,8 +66,9 @@ static void stop_timer(cs_sock *s)
 static void wake_fail(cs_sock *s, const char *err)
 {
 	stop_timer(s);
-	lua_pushnil(s->co);
-	lua_pushstring(s->co, err);
+	lua_State *W = cs__waiter(s);
+	lua_pushnil(W);
+	lua_pushstring(W, err);
 	cs__wake(s, 2);
 }
 
@@ -88,9 +89,24 @@ static void remove_writer(cs_sock *target, cs_sock *w)
 	w->write_target = NULL;
 }
 
-/* Resume every cosocket waiting on s's queue: with true, or nil, err. */
+/* Resume every cosocket and pool thread waiting on s's queue: with true,
+ * or nil, err. */
 static void wake_writers(cs_sock *s, const char *err)
 {
+	cs_lthread *t = s->bwriters;
+	s->bwriters = NULL;
+	while (t) {
+		cs_lthread *next = t->bnext;
+		t->bnext = NULL;
+		if (err) {
+			lua_pushnil(t->wl);
+			lua_pushstring(t->wl, err);
+		} else {
+			lua_pushboolean(t->wl, 1);
+		}
+		cs__unpark(t);
+		t = next;
+	}
 	cs_sock *w = s->writers;
 	s->writers = s->writers_tail = NULL;
 	while (w) {
@@ -156,7 +172,7 @@ bool cs__sock_close(cs_sock *s, const char *err, bool graceful)
 	s->vm->active_socks--;
 	cs_conn_close(c, graceful);
 	free_addrs(s);
-	if (s->co && s->wait != CS_WAIT_WRITE)
+	if ((s->co || s->blocker) && s->wait != CS_WAIT_WRITE)
 		cancel_own_wait(s, err);
 	wake_writers(s, err);
 	return true;
@@ -191,6 +207,16 @@ void cs__sock_shutdown_all(cs_vm *vm)
 		if (s->wait != CS_WAIT_DISABLED)
 			cancel_own_wait(s, "sysshutdown");
 	}
+	for (cs_lthread *t = vm->lthreads; t; t = t->next) {
+		cs_sock *s = t->blocked_on;
+		if (s) {
+			if (s->wait == CS_WAIT_READ && s->conn)
+				cs_conn_recv_cancel(s->conn);
+			cancel_own_wait(s, "sysshutdown");
+		}
+		if (t->write_on)
+			wake_writers(t->write_on, "sysshutdown");
+	}
 }
 
 /* ---- dispatcher callbacks ------------------------------------------- */
@@ -221,15 +247,16 @@ static void on_recv(cs_conn *c, const char *data, ssize_t n)
 	cs_sock *s = cs_conn_udata(c);
 	if (!s || s->wait != CS_WAIT_READ)
 		return;
+	lua_State *W = cs__waiter(s);
 	if (n > 0) {
 		stop_timer(s);
-		lua_pushlstring(s->co, data, (size_t)n);
+		lua_pushlstring(W, data, (size_t)n);
 		cs__wake(s, 1);
 		return;
 	}
 	stop_timer(s);
 	s->vm->waiting--;
-	int nvals = read_ended(s->co, s, n);
+	int nvals = read_ended(W, s, n);
 	s->wait = CS_WAIT_READ; /* counted again by cs__wake */
 	s->vm->waiting++;
 	cs__wake(s, nvals);
@@ -397,9 +424,10 @@ static void connect_finish(cs_sock *s, int r)
 	if (r == 0) {
 		s->had_conn = true;
 		s->kind = CS_SOCK_TCP;
-		s->mode = 's';
+		if (s->co)
+			s->mode = 's'; /* promoted in place: a cosocket */
 		free_addrs(s);
-		push_self(s->co, s);
+		push_self(cs__waiter(s), s);
 		cs__wake(s, 1);
 		return;
 	}
@@ -411,9 +439,10 @@ void cs__connect_resolved(cs_sock *s, struct addrinfo *res, int gai_err)
 {
 	if (!res) {
 		stop_timer(s);
-		lua_pushnil(s->co);
-		lua_pushstring(s->co, "cannotresolve");
-		lua_pushstring(s->co, gai_strerror(gai_err));
+		lua_State *W = cs__waiter(s);
+		lua_pushnil(W);
+		lua_pushstring(W, "cannotresolve");
+		lua_pushstring(W, gai_strerror(gai_err));
 		cs__wake(s, 3);
 		return;
 	}
@@ -498,31 +527,49 @@ static int l_connect(lua_State *L)
 	luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
 	struct conn_opts o;
 	read_opts(L, 3, &o);
+	cs_vm *vm = cs__vm(L);
 	cs_sock *s = cs__current(L);
-	if (!s)
+	cs_lthread *t = vm->caller;
+	if (!s && !t)
 		return connect_blocking(L, host, (int)port, &o);
-	if (s->vm->shutting_down)
+	if (vm->shutting_down)
 		return cs__fail(L, "sysshutdown");
-	if (s->conn)
+	if (!s) {
+		/* A pool thread: a new socket, and the thread waits (VM lock
+		 * released) while the loop resolves and connects. */
+		s = push_sock(L, vm, CS_SOCK_NONE, NULL);
+		cs__pin(L, -1, s);
+		s->blocker = t;
+		t->blocked_on = s;
+	} else if (s->conn) {
 		return cs__fail(L, "incorrectuse");
+	}
 	s->connect_ms = (uint32_t)o.timeout;
 	s->ipv6 = o.ipv6;
 	free_addrs(s);
-	if (o.intf && !(s->intf = strdup(o.intf)))
-		return cs__fail(L, "malloc");
 	/* Mark the wait before starting: numeric hosts may finish at once, and
 	 * their result is then pushed onto this very stack. */
 	s->wait = CS_WAIT_CONNECT;
-	s->vm->waiting++;
-	if (cs__resolve_start(s, host, (int)port, o.ipv6) < 0) {
+	vm->waiting++;
+	if ((o.intf && !(s->intf = strdup(o.intf))) || cs__resolve_start(s, host, (int)port, o.ipv6) < 0) {
 		s->wait = CS_WAIT_NONE;
-		s->vm->waiting--;
+		vm->waiting--;
+		if (t) {
+			s->blocker = NULL;
+			t->blocked_on = NULL;
+			cs__unpin(s);
+		}
 		return cs__fail(L, "malloc");
+	}
+	if (t && s->wait != CS_WAIT_READY) {
+		t->parked = true;
+		return 0;
 	}
 	if (s->wait == CS_WAIT_READY) {
 		/* finished synchronously: the results are already on the stack */
 		s->wait = CS_WAIT_NONE;
-		cs_vm *vm = s->vm;
+		if (t)
+			return s->nresume;
 		/* take s back out of the ready queue (it is the last entry) */
 		cs_sock **pp = &vm->ready_head;
 		cs_sock *prev = NULL;
@@ -674,6 +721,40 @@ static int l_event(lua_State *L)
 
 /* ---- read, write ------------------------------------------------------ */
 
+/* A blocking read: only a pool thread may wait, with the VM lock released.
+ * A timeout of 0 or less waits for ever (the original product ignores
+ * blocking timeouts under 50 ms). */
+static int read_blocking(lua_State *L, cs_sock *s, lua_Integer ms)
+{
+	cs_vm *vm = s->vm;
+	if (!vm->caller)
+		return luaL_error(L, "Invalid op: read: a blocking read would stop the dispatcher; "
+				     "read in a cosocket (sock:event) or on a ba.thread job");
+	if (s->blocker)
+		return luaL_error(L, "Invalid op: read: another thread is reading this socket");
+	if (vm->shutting_down)
+		return cs__fail(L, "sysshutdown");
+	if (!s->conn) {
+		if (s->had_conn && ms <= 0 && s->dead_read)
+			return luaL_error(L, "Invalid op: read: Socket closed");
+		s->dead_read = true;
+		return cs__fail(L, s->had_conn ? "socketclosed" : "invalidsocketcon");
+	}
+	if (s->eof)
+		return cs__fail(L, "socketreadfailed");
+	const char *data;
+	ssize_t n = cs_conn_recv(s->conn, &data);
+	if (n > 0) {
+		lua_pushlstring(L, data, (size_t)n);
+		return 1;
+	}
+	if (n != -EAGAIN)
+		return read_ended(L, s, n);
+	if (ms > 0)
+		cs_timer_start(vm->loop, &s->timer, (uint64_t)ms);
+	return cs__park(L, s, CS_WAIT_READ);
+}
+
 static int m_read(lua_State *L)
 {
 	cs_sock *s = check_sock(L, 1);
@@ -684,7 +765,7 @@ static int m_read(lua_State *L)
 		ms = lua_tointeger(L, 2);
 	cs_sock *cur = cs__current(L);
 	if (!s->co)
-		return luaL_error(L, "Invalid op: read: blocking reads need ba.thread, which cosockd does not have yet; use sock:event(fn) and read inside fn");
+		return read_blocking(L, s, ms);
 	if (cur != s)
 		return luaL_error(L, "Invalid op: read when socket is in cosocket mode");
 	if (s->vm->shutting_down)
@@ -721,12 +802,10 @@ static int m_read(lua_State *L)
 	return cs__wait(L, s, CS_WAIT_READ);
 }
 
-/* sock:write(data [, i [, j]]) */
-static int m_write(lua_State *L)
+/* The bytes write(data [, i [, j]]) sends: data (or tostring(data), pushed
+ * and then at *vidx) cut as string.sub would. NULL when i > j. */
+static const char *write_window(lua_State *L, size_t *lenp, int *vidxp)
 {
-	cs_sock *s = check_sock(L, 1);
-	if (s->kind == CS_SOCK_LISTEN)
-		return luaL_error(L, "Invalid op: write on listen socket");
 	lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, -1);
 	size_t len;
 	int vidx = 2;
@@ -744,20 +823,37 @@ static int m_write(lua_State *L)
 		j = (lua_Integer)len + j + 1;
 	else if (j > (lua_Integer)len)
 		j = (lua_Integer)len;
-	if (i > j) {
+	*vidxp = vidx;
+	if (i > j)
+		return NULL;
+	*lenp = (size_t)(j - i + 1);
+	return data + i - 1;
+}
+
+/* sock:write(data [, i [, j]]) */
+static int m_write(lua_State *L)
+{
+	cs_sock *s = check_sock(L, 1);
+	if (s->kind == CS_SOCK_LISTEN)
+		return luaL_error(L, "Invalid op: write on listen socket");
+	size_t len;
+	int vidx;
+	const char *data = write_window(L, &len, &vidx);
+	if (!data) {
 		lua_pushboolean(L, 0);
 		return 1;
 	}
-	data += i - 1;
-	len = (size_t)(j - i + 1);
-
 	if (!s->conn)
 		return cs__fail(L, s->had_conn ? "socketclosed" : "socketwritefailed");
 	if (cs_conn_error(s->conn))
 		return cs__fail(L, "socketwritefailed");
 	cs_sock *cur = cs__current(L);
+	cs_lthread *t = s->vm->caller;
+	/* Blocking sockets and "r" cosockets write as if send() blocked: the
+	 * writer waits until the kernel has every byte. */
+	bool blocking = s->mode != 's';
 	size_t before = cs_conn_queued(s->conn);
-	if (!cur) {
+	if (!cur && !(t && blocking)) {
 		/* A writer that cannot wait queues only what the kernel refuses
 		 * now (seed 003, "Cosockets flow control"). */
 		if (before >= s->queue_limit) {
@@ -785,7 +881,15 @@ static int m_write(lua_State *L)
 			return cs__fail(L, "socketwritefailed");
 	}
 	size_t after = s->conn ? cs_conn_queued(s->conn) : 0;
-	if (cur && before > 0 && after > WRITE_YIELD_BYTES) {
+	if (blocking && (cur || t)) {
+		if (after == 0) {
+			lua_pushboolean(L, 1);
+			return 1;
+		}
+		if (t)
+			return cs__park_writer(L, s);
+	}
+	if (cur && ((blocking && after > 0) || (before > 0 && after > WRITE_YIELD_BYTES))) {
 		cur->write_target = s;
 		cur->wnext = NULL;
 		if (s->writers_tail)
@@ -798,6 +902,59 @@ static int m_write(lua_State *L)
 	lua_pushboolean(L, 1);
 	lua_pushinteger(L, (lua_Integer)after);
 	return 2;
+}
+
+static int sleep_done(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)L, (void)status, (void)ctx;
+	return 0;
+}
+
+int cs__sock_sleep(lua_State *L, cs_sock *s, lua_Integer ms)
+{
+	if (s->vm->shutting_down)
+		return 0;
+	cs_timer_start(s->vm->loop, &s->timer, (uint64_t)ms);
+	s->wait = CS_WAIT_SLEEP;
+	s->vm->waiting++;
+	return lua_yieldk(L, 0, 0, sleep_done);
+}
+
+/* sock:write() as registered. On a pool thread the bytes the kernel takes
+ * at once are sent from here (a non-blocking send, with the VM lock keeping
+ * the loop out of the conn); only what must be queued, or waited for, goes
+ * through the loop thread. */
+static int m_write_any(lua_State *L)
+{
+	if (!cs__self)
+		return m_write(L);
+	cs_sock *s = check_sock(L, 1);
+	if (s->kind != CS_SOCK_TCP || !s->conn || cs_conn_error(s->conn))
+		return cs__on_loop(L, m_write);
+	int top = lua_gettop(L);
+	size_t len;
+	int vidx;
+	const char *data = write_window(L, &len, &vidx);
+	if (!data) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	ssize_t n = cs_conn_try_send(s->conn, data, len);
+	if (n == (ssize_t)len) {
+		lua_pushboolean(L, 1);
+		if (s->mode != 's')
+			return 1;
+		lua_pushinteger(L, 0);
+		return 2;
+	}
+	if (n > 0) {
+		lua_pushlstring(L, data + n, len - (size_t)n);
+		lua_replace(L, 2);
+		lua_settop(L, 2);
+	} else {
+		lua_settop(L, top);
+	}
+	return cs__on_loop(L, m_write);
 }
 
 /* ---- close, disable, enable ------------------------------------------- */
@@ -815,10 +972,42 @@ static int m_close(lua_State *L)
 	return 1;
 }
 
+struct deferred_close {
+	cs_post post;
+	cs_conn *conn;
+};
+
+static void run_deferred_close(cs_post *p)
+{
+	struct deferred_close *d = (struct deferred_close *)p;
+	cs_conn_close(d->conn, true);
+	free(d);
+}
+
+/* A socket collected on a pool thread: its conn is closed by the loop. */
+static void close_from_pool_thread(cs_sock *s)
+{
+	cs_conn *c = s->conn;
+	s->conn = NULL;
+	s->vm->active_socks--;
+	cs_conn_set_udata(c, NULL);
+	struct deferred_close *d = malloc(sizeof(*d));
+	if (!d) {
+		cs__log(s->vm, CS_LOG_ERR, "socket collected on a pool thread: out of memory, fd %d left open",
+			cs_conn_fd(c));
+		return;
+	}
+	d->post.run = run_deferred_close;
+	d->conn = c;
+	cs_loop_post(s->vm->loop, &d->post);
+}
+
 static int m_gc(lua_State *L)
 {
 	cs_sock *s = check_sock(L, 1);
 	stop_timer(s);
+	if (cs__self && s->conn)
+		close_from_pool_thread(s);
 	if (s->resolve) {
 		s->resolve->sock = NULL;
 		s->resolve = NULL;
@@ -1094,7 +1283,7 @@ static int l_toip(lua_State *L)
 
 static const luaL_Reg sock_methods[] = {
 	{"event", m_event},	{"accept", m_accept},	{"read", m_read},
-	{"write", m_write},	{"close", m_close},	{"disable", m_disable},
+	{"close", m_close},	{"disable", m_disable},
 	{"enable", m_enable},	{"state", m_state},	{"owner", m_owner},
 	{"peername", m_peername}, {"sockname", m_sockname}, {"queuelen", m_queuelen},
 	{"maxsize", m_maxsize}, {"setoption", m_setoption}, {"websocket", m_websocket},
@@ -1102,9 +1291,13 @@ static const luaL_Reg sock_methods[] = {
 	{NULL, NULL},
 };
 
+/* __gc runs on whichever thread collects; see close_from_pool_thread(). */
 static const luaL_Reg sock_meta[] = {
-	{"__index", NULL}, {"__gc", m_gc}, {"__close", m_close}, {"__tostring", m_tostring},
-	{NULL, NULL},
+	{"__index", NULL}, {"__gc", m_gc}, {"__tostring", m_tostring}, {NULL, NULL},
+};
+
+static const luaL_Reg sock_meta_on_loop[] = {
+	{"__close", m_close}, {NULL, NULL},
 };
 
 static const luaL_Reg socket_lib[] = {
@@ -1117,10 +1310,14 @@ int cs__open_socket(lua_State *L)
 {
 	luaL_newmetatable(L, CS_SOCK_MT);
 	luaL_setfuncs(L, sock_meta, 0);
+	cs__setfuncs_on_loop(L, sock_meta_on_loop);
 	luaL_newlibtable(L, sock_methods);
-	luaL_setfuncs(L, sock_methods, 0);
+	cs__setfuncs_on_loop(L, sock_methods);
+	lua_pushcfunction(L, m_write_any);
+	lua_setfield(L, -2, "write");
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
-	luaL_newlib(L, socket_lib);
+	luaL_newlibtable(L, socket_lib);
+	cs__setfuncs_on_loop(L, socket_lib);
 	return 1;
 }

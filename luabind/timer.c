@@ -213,7 +213,8 @@ int cs__open_timer(lua_State *L)
 	lua_setfield(L, -2, "__gc");
 	lua_pushcfunction(L, t_tostring);
 	lua_setfield(L, -2, "__tostring");
-	luaL_newlib(L, timer_methods);
+	luaL_newlibtable(L, timer_methods);
+	cs__setfuncs_on_loop(L, timer_methods);
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 	lua_pushcfunction(L, l_timer);

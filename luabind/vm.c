@@ -115,6 +115,23 @@ void cs__wake(cs_sock *sock, int nvals)
 	cs_vm *vm = sock->vm;
 	if (waits_on_world(sock->wait))
 		vm->waiting--;
+	cs_lthread *t = sock->blocker;
+	if (t) {
+		sock->blocker = NULL;
+		if (!sock->co)
+			cs__unpin(sock); /* a blocking connect pinned it */
+		if (vm->caller == t) {
+			/* still inside the call that parked it: that call returns
+			 * the results itself */
+			sock->wait = CS_WAIT_READY;
+			sock->nresume = nvals;
+			t->parked = false;
+			return;
+		}
+		sock->wait = CS_WAIT_NONE;
+		cs__unpark(t);
+		return;
+	}
 	sock->wait = CS_WAIT_READY;
 	sock->nresume = nvals;
 	sock->ready_next = NULL;
@@ -222,7 +239,7 @@ bool cs_vm_busy(cs_vm *vm)
 {
 	struct cs_loop_stats st;
 	cs_loop_stats(vm->loop, &st);
-	return vm->ready_head || vm->waiting || vm->timers || vm->resolving || st.timers;
+	return vm->ready_head || vm->waiting || vm->timers || vm->resolving || vm->jobs || st.timers;
 }
 
 void cs_vm_shutdown(cs_vm *vm)
@@ -231,6 +248,7 @@ void cs_vm_shutdown(cs_vm *vm)
 		return;
 	vm->shutting_down = true;
 	cs__sock_shutdown_all(vm);
+	cs__threads_shutdown(vm);
 }
 
 bool cs_vm_exit_requested(const cs_vm *vm, int *code)
@@ -385,6 +403,7 @@ static int l_exit(lua_State *L)
 	cs_vm *vm = cs__vm(L);
 	vm->exit_requested = true;
 	vm->exit_code = (int)luaL_optinteger(L, 1, 0);
+	cs_loop_wake(vm->loop); /* when called from a pool thread */
 	return 0;
 }
 
@@ -401,6 +420,7 @@ int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out)
 		return -1;
 	vm->loop = cfg->loop;
 	vm->log = cfg->log;
+	vm->max_threads = cfg->threads;
 	vm->L = luaL_newstate();
 	if (!vm->L) {
 		free(vm);
@@ -411,6 +431,7 @@ int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out)
 		free(vm);
 		return -1;
 	}
+	cs__vm_lock_init(vm);
 	lua_State *L = vm->L;
 	*(cs_sock **)lua_getextraspace(L) = NULL;
 	lua_pushlightuserdata(L, vm);
@@ -436,9 +457,23 @@ int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out)
 
 void cs_vm_destroy(cs_vm *vm)
 {
+	if (vm->lthreads) {
+		cs_vm_shutdown(vm);
+		cs__threads_stop(vm);
+		if (vm->live_threads) {
+			/* A job would not stop. Keep the lock, so it never runs
+			 * Lua again, and leave the VM to the exiting process. */
+			cs_loop_set_wait_hooks(vm->loop, NULL, NULL, NULL);
+			cs_loop_set_udata(vm->loop, NULL);
+			return;
+		}
+	}
 	vm->closing = true;
 	cs_loop_set_udata(vm->loop, NULL);
 	lua_close(vm->L); /* __gc closes every socket still open */
 	cs_pool_destroy(vm->resolver);
+	cs_loop_set_wait_hooks(vm->loop, NULL, NULL, NULL);
+	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_destroy(&vm->lock);
 	free(vm);
 }

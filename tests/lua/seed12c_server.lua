@@ -1,6 +1,7 @@
 -- Seed 003, Example 12c: a server that receives one message and then stops,
 -- and (with ARG "12b") Example 12b's writer, run from a ba.timer because
--- LSP pages do not exist in cosockd. ARGS: port ["12b"]
+-- LSP pages do not exist in cosockd, or (with "12b-thread") from a pool
+-- thread, where an LSP page would run. ARGS: port ["12b"|"12b-thread"]
 local port, mode = ...
 
 -- ---- Example 12c, unchanged except the listen address -------------------
@@ -22,9 +23,9 @@ local s = require"testlib".listen(port) -- was: ba.socket.bind(8888)
 s:event(accept)
 -- -------------------------------------------------------------------------
 
-if mode == "12b" then
+if mode == "12b" or mode == "12b-thread" then
    local _, boundPort = s:sockname()
-   ba.timer(function()
+   local function page()
       -- ---- Example 12b (the LSP page's code), unchanged except the address
       local sock = ba.socket.connect("127.0.0.1",boundPort)
       -- Receive cosocket required, but not used
@@ -44,5 +45,10 @@ if mode == "12b" then
          end
       end
       -- ----------------------------------------------------------------------
-   end):set(10, true)
+   end
+   if mode == "12b" then
+      ba.timer(page):set(10, true)
+   else
+      ba.thread.run(page)
+   end
 end
