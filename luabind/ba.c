@@ -125,6 +125,11 @@ int cs__open_ba(lua_State *L)
 	lua_setfield(L, -2, "timer");
 	cs__open_thread(L);
 	lua_setfield(L, -2, "thread");
+	cs__open_json(L);
+	lua_setfield(L, -2, "json");
+	cs__open_bytearray(L);
+	lua_setfield(L, -2, "bytearray");
+	cs__open_codec(L);
 	lua_pushcfunction(L, l_clock);
 	lua_setfield(L, -2, "clock");
 	lua_pushstring(L, COSOCKD_VERSION);

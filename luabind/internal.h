@@ -138,6 +138,7 @@ struct cs_vm {
 	unsigned jobs;               /* ba.thread jobs queued or running */
 	unsigned live_threads;       /* pool threads not yet exited */
 	bool threads_stopping;
+	void *rng;                   /* wolfSSL DRBG (codec.c), made on first use */
 };
 
 /* The pool thread running on this OS thread, NULL on the loop thread. */
@@ -167,6 +168,8 @@ void cs__threads_stop(cs_vm *vm);
  * loop's wait. */
 void cs__vm_lock_init(cs_vm *vm);
 void cs__threads_shutdown(cs_vm *vm);
+/* Free the pools (after lua_close, and only when no thread is left). */
+void cs__threads_free(cs_vm *vm);
 /* The state a waiter's results go to: a parked pool thread or the coroutine. */
 static inline lua_State *cs__waiter(const cs_sock *s) { return s->blocker ? s->blocker->wl : s->co; }
 
@@ -240,5 +243,17 @@ int cs__open_timer(lua_State *L);
 
 /* ba.c */
 int cs__open_ba(lua_State *L);
+
+/* codec.c: ba.rnd*, ba.b64*, ba.urlencode into the table on top */
+void cs__open_codec(lua_State *L);
+void cs__rng_free(cs_vm *vm);
+
+/* bytearray.c */
+int cs__open_bytearray(lua_State *L);
+/* The view of the bytearray at idx (NULL when it is not one). */
+const void *cs__bytearray_view(lua_State *L, int idx, size_t *len);
+
+/* json.c */
+int cs__open_json(lua_State *L);
 
 #endif

@@ -220,7 +220,8 @@ static void *lthread_main(void *arg)
 			pool->tail = NULL;
 		pool->queued--;
 		run_job(t, job);
-		vm->jobs--;
+		if (--vm->jobs == 0)
+			cs_loop_wake(vm->loop); /* the loop may be waiting for idleness */
 	}
 	t->exited = true;
 	vm->live_threads--;
@@ -457,9 +458,18 @@ void cs__threads_stop(cs_vm *vm)
 		pthread_cond_destroy(&t->cond);
 		free(t);
 	}
+}
+
+void cs__threads_free(cs_vm *vm)
+{
 	while (vm->pools) {
 		struct cs_lpool *pool = vm->pools;
 		vm->pools = pool->next;
+		while (pool->head) {
+			struct lua_job *job = pool->head;
+			pool->head = job->next;
+			free(job);
+		}
 		pthread_cond_destroy(&pool->cond);
 		free(pool);
 	}

@@ -471,6 +471,8 @@ void cs_vm_destroy(cs_vm *vm)
 	vm->closing = true;
 	cs_loop_set_udata(vm->loop, NULL);
 	lua_close(vm->L); /* __gc closes every socket still open */
+	cs__threads_free(vm);
+	cs__rng_free(vm);
 	cs_pool_destroy(vm->resolver);
 	cs_loop_set_wait_hooks(vm->loop, NULL, NULL, NULL);
 	pthread_mutex_unlock(&vm->lock);

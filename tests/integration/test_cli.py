@@ -60,6 +60,8 @@ def usage_errors():
     expect_usage_error(["echo", "--listen", "0", "extra"])
     expect_usage_error(["--backend=kqueue", "echo", "--listen", "0"], backend=False)
     expect_usage_error(["--max-connections=0", "echo", "--listen", "0"])
+    expect_usage_error(["--threads=0", "echo", "--listen", "0"])
+    expect_usage_error(["--threads=2000", "echo", "--listen", "0"])
 
 
 @suite.case(timeout=15)

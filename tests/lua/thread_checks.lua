@@ -154,6 +154,9 @@ jobStep(function()
    check("blocking.write_true", select("#", s:write("ping")) == 1 and s:write("") ~= nil)
    local d = s:read(2000)
    check("blocking.read_echo", d == "ping", d)
+   s:write(ba.bytearray.create("bytes"))
+   d = s:read(2000)
+   check("blocking.write_bytearray", d == "bytes", d)
    local big = string.rep("0123456789abcdef", 65536) -- 1 MiB
    local ok = s:write(big)
    local got = {}

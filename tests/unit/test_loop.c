@@ -56,6 +56,52 @@ Test(loop, poll_with_nothing_to_do_times_out)
 	cr_expect_geq(cs_loop_now(loop), t0 + 25, "cs_loop_now() is read again after the wait");
 }
 
+/* The wait hooks bracket the sleeping syscall: a timer callback runs after
+ * the "after" hook, never between the two. */
+static int hook_before, hook_after;
+static bool hook_inside;
+
+static void on_wait_before(void *arg)
+{
+	cr_assert_eq(arg, &hook_before);
+	cr_assert(!hook_inside, "before() twice without after()");
+	hook_inside = true;
+	hook_before++;
+}
+
+static void on_wait_after(void *arg)
+{
+	cr_assert(hook_inside, "after() without before()");
+	hook_inside = false;
+	hook_after++;
+}
+
+static bool hook_timer_saw_inside;
+static void hook_timer_fired(cs_timer *t)
+{
+	(void)t;
+	hook_timer_saw_inside = hook_inside;
+}
+
+Test(loop, wait_hooks_bracket_every_wait_and_no_callback)
+{
+	cs_loop_set_wait_hooks(loop, on_wait_before, on_wait_after, &hook_before);
+	cs_timer t;
+	cs_timer_init(&t, hook_timer_fired);
+	cr_assert_eq(cs_timer_start(loop, &t, 20), 0);
+	uint64_t t0 = t_now_ms();
+	while (t_now_ms() - t0 < 200 && cs_timer_armed(&t))
+		t_poll(loop, 50);
+	cr_assert(!cs_timer_armed(&t), "the timer did not fire");
+	cr_expect_geq(hook_before, 1);
+	cr_expect_eq(hook_before, hook_after);
+	cr_expect(!hook_inside);
+	cr_expect(!hook_timer_saw_inside, "a callback ran between before() and after()");
+	cs_loop_set_wait_hooks(loop, NULL, NULL, NULL);
+	t_poll(loop, 0);
+	cr_expect_eq(hook_before, hook_after);
+}
+
 Test(loop, destroy_closes_open_conns)
 {
 	int sv[2];
