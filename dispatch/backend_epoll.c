@@ -136,6 +136,13 @@ static ssize_t ep_recv(cs_loop *loop, cs_conn *c, const char **data)
 
 static void ep_recv_cancel(cs_loop *loop, cs_conn *c) {}
 
+/* The owner just read EAGAIN: the next datagram makes a new edge. */
+static int ep_poll(cs_loop *loop, cs_conn *c)
+{
+	c->flags &= ~CS__READABLE;
+	return 0;
+}
+
 /* Send while the kernel takes bytes. cs__wq_sent() may end a lingering
  * conn, so the conn is looked up again by tag after each step. */
 static void ep_flush(cs_loop *loop, cs_conn *c)
@@ -210,6 +217,11 @@ static void handle_event(cs_loop *loop, uint64_t tag, uint32_t ev)
 			cs__notify_accept(loop, c, fd);
 		return; /* listeners do nothing else */
 	}
+	if ((c->flags & CS__WANT_POLL) && (c->flags & CS__READABLE)) {
+		cs__notify_readable(loop, c);
+		if (!(c = cs__conn_by_tag(loop, tag)))
+			return;
+	}
 	if ((c->flags & CS__WANT_RECV) && (c->flags & CS__READABLE)) {
 		const char *data;
 		ssize_t n = try_recv(loop, c, &data);
@@ -260,6 +272,7 @@ const struct cs__backend cs__backend_epoll = {
 	.recv = ep_recv,
 	.recv_cancel = ep_recv_cancel,
 	.flush = ep_flush,
+	.poll = ep_poll,
 	.connect = ep_connect,
 	.close = ep_close,
 	.wait = ep_wait,

@@ -46,6 +46,7 @@ enum ur_op {
 	UR_ACCEPT,
 	UR_SEND,
 	UR_CONNECT,
+	UR_POLL,
 	UR_CANCEL, /* completions ignored, not counted in inflight */
 };
 #define UR_OP_SHIFT 56
@@ -56,6 +57,7 @@ enum {
 	UR_STARVED = 1u << 24,	 /* on the starved list, waiting for buffers */
 	UR_CANCELING = 1u << 25, /* a cancel for the multishot is submitted */
 	UR_CLOSED = 1u << 26,	 /* close op ran; fd closes when inflight == 0 */
+	UR_POLLING = 1u << 27,	 /* a one-shot POLLIN is in flight */
 };
 
 /* What a conn needs only while a send or connect is in flight: the kernel
@@ -640,6 +642,37 @@ static int ur_connect(cs_loop *loop, cs_conn *c, const struct sockaddr *sa, sock
 	return -EINPROGRESS;
 }
 
+/* ---- readiness (datagram sockets) ----------------------------------------- */
+
+static int ur_poll(cs_loop *loop, cs_conn *c)
+{
+	if (c->flags & UR_POLLING)
+		return 0; /* the one in flight answers */
+	struct io_uring_sqe *sqe = ur_sqe(loop);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, c->fd, POLLIN);
+	io_uring_sqe_set_data64(sqe, udata(loop, c, UR_POLL));
+	c->inflight++;
+	c->flags |= UR_POLLING;
+	return 0;
+}
+
+static void on_poll(cs_loop *loop, uint64_t tag, int res)
+{
+	cs_conn *c = cs__conn_by_tag(loop, tag);
+	if (!c)
+		return;
+	c->inflight--;
+	c->flags &= ~UR_POLLING;
+	if (c->flags & UR_CLOSED) {
+		maybe_finish_close(loop, c);
+		return;
+	}
+	(void)res; /* readable, or an error the owner's read will report */
+	cs__notify_readable(loop, c);
+}
+
 static void on_connect(cs_loop *loop, uint64_t tag, int res)
 {
 	cs_conn *c = cs__conn_by_tag(loop, tag);
@@ -718,6 +751,9 @@ static void handle_cqe(cs_loop *loop, struct ur_state *u, uint64_t data, int res
 		break;
 	case UR_CONNECT:
 		on_connect(loop, tag, res);
+		break;
+	case UR_POLL:
+		on_poll(loop, tag, res);
 		break;
 	case UR_WAKE:
 		on_wake(loop, cflags);
@@ -946,6 +982,7 @@ const struct cs__backend cs__backend_uring = {
     .recv = ur_recv,
     .recv_cancel = ur_recv_cancel,
     .flush = ur_flush,
+    .poll = ur_poll,
     .connect = ur_connect,
     .close = ur_close,
     .wait = ur_wait,

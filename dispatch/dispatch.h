@@ -69,6 +69,9 @@ struct cs_conn_ops {
 	void (*drain)(cs_conn *c);
 	/* A queued write entry is no longer referenced by the loop. */
 	void (*release)(cs_loop *loop, uintptr_t cookie);
+	/* Answer to cs_conn_poll_readable(): the fd may have data (or an
+	 * error) to read. */
+	void (*readable)(cs_conn *c);
 };
 
 /* ---- the loop ---------------------------------------------------------- */
@@ -202,6 +205,13 @@ int cs_conn_error(const cs_conn *c);
 /* Start a non-blocking connect of the conn's fd.
  * 0: connected already; -EINPROGRESS: ops->connect() follows; other -errno. */
 int cs_conn_connect(cs_conn *c, const struct sockaddr *sa, socklen_t len);
+
+/* For fds whose owner does its own reads (datagram sockets): call
+ * ops->readable() once the fd becomes readable. Ask only after a read of
+ * your own said EAGAIN; cs_conn_poll_cancel() withdraws the request.
+ * 0 or -errno. */
+int cs_conn_poll_readable(cs_conn *c);
+void cs_conn_poll_cancel(cs_conn *c);
 
 /* Send FIN once every queued byte is in the kernel (shutdown(SHUT_WR));
  * receiving goes on. 0 or -errno. */

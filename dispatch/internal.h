@@ -36,6 +36,7 @@ enum {
 	CS__FREED = 1u << 11,      /* slot is on the free list */
 	CS__SHUT_WR = 1u << 12,    /* send FIN when the write queue empties */
 	CS__HUP = 1u << 13,        /* epoll: the peer's end (or an error) was reported */
+	CS__WANT_POLL = 1u << 14,  /* owner waits for ops->readable */
 };
 
 /* One queued write: a window of caller memory plus the caller's cookie. */
@@ -90,6 +91,8 @@ struct cs__backend {
 	 * cs__wq_sent() / cs__wq_failed() as the kernel takes them, possibly
 	 * before returning. */
 	void (*flush)(cs_loop *loop, cs_conn *c);
+	/* The owner waits for readability (CS__WANT_POLL is set). */
+	int (*poll)(cs_loop *loop, cs_conn *c);
 	/* Public contract of cs_conn_connect. */
 	int (*connect)(cs_loop *loop, cs_conn *c, const struct sockaddr *sa, socklen_t len);
 	/* Tear down: cancel what is in flight, close fd, and call
@@ -162,6 +165,7 @@ void cs__conn_free(cs_loop *loop, cs_conn *c);
 void cs__notify_recv(cs_loop *loop, cs_conn *c, const char *data, ssize_t n);
 void cs__notify_accept(cs_loop *loop, cs_conn *c, int fd);
 void cs__notify_connect(cs_loop *loop, cs_conn *c, int err);
+void cs__notify_readable(cs_loop *loop, cs_conn *c);
 
 /* The write queue emptied: send a FIN that cs_conn_shutdown_write() asked for. */
 void cs__shutdown_if_asked(cs_conn *c);

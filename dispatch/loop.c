@@ -415,7 +415,29 @@ void cs__notify_connect(cs_loop *loop, cs_conn *c, int err)
 	loop->ops->connect(c, err);
 }
 
+void cs__notify_readable(cs_loop *loop, cs_conn *c)
+{
+	if (!(c->flags & CS__WANT_POLL) || (c->flags & CS__CLOSING))
+		return;
+	c->flags &= ~CS__WANT_POLL;
+	loop->ops->readable(c);
+}
+
 /* ---- public conn calls -------------------------------------------------- */
+
+int cs_conn_poll_readable(cs_conn *c)
+{
+	cs_loop *loop = loop_of(c);
+	if (c->flags & (CS__LISTENER | CS__CLOSING))
+		return -EINVAL;
+	c->flags |= CS__WANT_POLL;
+	int r = loop->be->poll(loop, c);
+	if (r < 0)
+		c->flags &= ~CS__WANT_POLL;
+	return r;
+}
+
+void cs_conn_poll_cancel(cs_conn *c) { c->flags &= ~CS__WANT_POLL; }
 
 int cs_conn_accept(cs_conn *c)
 {

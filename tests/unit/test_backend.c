@@ -28,6 +28,7 @@ struct crec {
 	int connect_err;
 	int drain_calls;
 	size_t queued_at_drain;
+	int readable_calls;
 };
 
 #define MAXREL 1024
@@ -95,9 +96,14 @@ static void on_release(cs_loop *l, uintptr_t cookie)
 	released[nreleased++] = cookie;
 }
 
+static void on_readable(cs_conn *c)
+{
+	rec_of(c, "readable")->readable_calls++;
+}
+
 static const struct cs_conn_ops ops = {
 	.recv = on_recv, .accept = on_accept, .connect = on_connect,
-	.drain = on_drain, .release = on_release,
+	.drain = on_drain, .release = on_release, .readable = on_readable,
 };
 
 static void setup(void)
@@ -1063,4 +1069,59 @@ Test(backend, conn_closed_inside_a_callback_gets_nothing_more_in_that_poll)
 	close(peers[0]);
 	close(peers[1]);
 	close(newcomer_peer);
+}
+
+/* ---- readiness of datagram sockets -------------------------------------- */
+
+/* Two UDP sockets on loopback connected to each other; *a is non-blocking. */
+static void udp_pair(int *a, int *b)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in sb = sa;
+	socklen_t sl = sizeof(sa);
+	*a = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	*b = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	cr_assert(*a >= 0 && *b >= 0);
+	cr_assert_eq(bind(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(bind(*b, (struct sockaddr *)&sb, sizeof(sb)), 0);
+	cr_assert_eq(getsockname(*a, (struct sockaddr *)&sa, &sl), 0);
+	sl = sizeof(sb);
+	cr_assert_eq(getsockname(*b, (struct sockaddr *)&sb, &sl), 0);
+	cr_assert_eq(connect(*a, (struct sockaddr *)&sb, sizeof(sb)), 0);
+	cr_assert_eq(connect(*b, (struct sockaddr *)&sa, sizeof(sa)), 0);
+}
+
+Test(backend, poll_readable_answers_once_per_request_for_each_datagram)
+{
+	int a, b;
+	udp_pair(&a, &b);
+	struct crec r = {0};
+	cs_conn *c;
+	cr_assert_eq(cs_conn_open(loop, a, &r, &c), 0);
+	char buf[64];
+	cr_assert_eq(recv(a, buf, sizeof(buf), 0), -1, "nothing sent yet");
+	cr_assert_eq(cs_conn_poll_readable(c), 0);
+	for (int i = 0; i < 5; i++)
+		t_poll(loop, 10);
+	cr_expect_eq(r.readable_calls, 0, "readable before anything arrived");
+	for (int round = 1; round <= 3; round++) {
+		cr_assert_eq(send(b, "ping", 4, 0), 4);
+		for (int i = 0; i < 100 && r.readable_calls < round; i++)
+			t_poll(loop, 10);
+		cr_assert_eq(r.readable_calls, round, "round %d", round);
+		cr_assert_eq(recv(a, buf, sizeof(buf), 0), 4);
+		cr_assert_eq(recv(a, buf, sizeof(buf), 0), -1);
+		cr_assert_eq(cs_conn_poll_readable(c), 0);
+	}
+	/* Withdrawn: a datagram arrives and nobody is told. */
+	cs_conn_poll_cancel(c);
+	cr_assert_eq(send(b, "late", 4, 0), 4);
+	for (int i = 0; i < 10; i++)
+		t_poll(loop, 10);
+	cr_expect_eq(r.readable_calls, 3, "readable after cs_conn_poll_cancel()");
+	r.closed = true;
+	cs_conn_close(c, false);
+	for (int i = 0; i < 5; i++)
+		t_poll(loop, 10);
+	close(b);
 }
