@@ -52,7 +52,7 @@ enum cs_wait {
 	CS_WAIT_DISABLED, /* disable()d itself, waits for enable() */
 };
 
-enum cs_kind { CS_SOCK_NONE, CS_SOCK_TCP, CS_SOCK_LISTEN };
+enum cs_kind { CS_SOCK_NONE, CS_SOCK_TCP, CS_SOCK_LISTEN, CS_SOCK_UDP };
 
 struct cs_resolve;
 typedef struct cs_lthread cs_lthread;
@@ -69,6 +69,7 @@ struct cs_sock {
 	bool ipv6;
 	bool halfclose;     /* setoption("halfclose"): peer EOF leaves us able to send */
 	bool eof;           /* the peer sent FIN (halfclose sockets only) */
+	bool dgram_from;    /* UDP read waiting: return the sender too */
 	lua_State *co;      /* its coroutine (kept alive by user value 1) */
 	int self_ref;       /* registry ref while the cosocket is active */
 	int nresume;        /* values pushed for the pending resume */
@@ -139,6 +140,7 @@ struct cs_vm {
 	unsigned live_threads;       /* pool threads not yet exited */
 	bool threads_stopping;
 	void *rng;                   /* wolfSSL DRBG (codec.c), made on first use */
+	char *dgram_buf;             /* one datagram being read (udp.c) */
 };
 
 /* The pool thread running on this OS thread, NULL on the loop thread. */
@@ -212,6 +214,8 @@ bool cs__sock_close(cs_sock *sock, const char *err, bool graceful);
 /* The coroutine is over: drop its references, close the socket. */
 void cs__sock_finished(cs_sock *sock);
 void cs__sock_shutdown_all(cs_vm *vm);
+/* Push a new socket object, taking over conn (may be NULL). */
+cs_sock *cs__push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn);
 /* ba.sleep(ms) in a cosocket: only that coroutine waits. */
 int cs__sock_sleep(lua_State *L, cs_sock *sock, lua_Integer ms);
 
@@ -243,6 +247,14 @@ int cs__open_timer(lua_State *L);
 
 /* ba.c */
 int cs__open_ba(lua_State *L);
+
+/* udp.c */
+int cs__udpcon_any(lua_State *L);
+int cs__udp_read(lua_State *L, cs_sock *s);
+int cs__udp_write(lua_State *L, cs_sock *s, const char *data, size_t len);
+int cs__udp_sendto(lua_State *L);
+int cs__udp_setoption(lua_State *L, cs_sock *s, const char *name, int *r);
+void cs__udp_readable(cs_sock *s);
 
 /* codec.c: ba.rnd*, ba.b64*, ba.urlencode into the table on top */
 void cs__open_codec(lua_State *L);

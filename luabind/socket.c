@@ -29,8 +29,7 @@ static cs_sock *check_sock(lua_State *L, int idx)
 	return luaL_checkudata(L, idx, CS_SOCK_MT);
 }
 
-/* Push a new socket object, taking over conn (may be NULL). */
-static cs_sock *push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn)
+cs_sock *cs__push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn)
 {
 	cs_sock *s = lua_newuserdatauv(L, sizeof(*s), 1);
 	memset(s, 0, sizeof(*s));
@@ -52,6 +51,8 @@ static cs_sock *push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *c
 	return s;
 }
 
+#define push_sock cs__push_sock
+
 static void push_self(lua_State *L, cs_sock *s)
 {
 	lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
@@ -60,6 +61,17 @@ static void push_self(lua_State *L, cs_sock *s)
 static void stop_timer(cs_sock *s)
 {
 	cs_timer_stop(s->vm->loop, &s->timer);
+}
+
+/* Withdraw the receive request of a read that is being abandoned. */
+static void cancel_read(cs_sock *s)
+{
+	if (!s->conn)
+		return;
+	if (s->kind == CS_SOCK_UDP)
+		cs_conn_poll_cancel(s->conn);
+	else
+		cs_conn_recv_cancel(s->conn);
 }
 
 /* Wake s with nil, err (its wait is over for a reason other than data). */
@@ -202,16 +214,16 @@ void cs__sock_shutdown_all(cs_vm *vm)
 			cs__sock_close(s, "sysshutdown", false);
 			continue;
 		}
-		if (s->wait == CS_WAIT_READ && s->conn)
-			cs_conn_recv_cancel(s->conn);
+		if (s->wait == CS_WAIT_READ)
+			cancel_read(s);
 		if (s->wait != CS_WAIT_DISABLED)
 			cancel_own_wait(s, "sysshutdown");
 	}
 	for (cs_lthread *t = vm->lthreads; t; t = t->next) {
 		cs_sock *s = t->blocked_on;
 		if (s) {
-			if (s->wait == CS_WAIT_READ && s->conn)
-				cs_conn_recv_cancel(s->conn);
+			if (s->wait == CS_WAIT_READ)
+				cancel_read(s);
 			cancel_own_wait(s, "sysshutdown");
 		}
 		if (t->write_on)
@@ -323,6 +335,13 @@ static void on_drain(cs_conn *c)
 		wake_writers(s, cs_conn_error(c) ? "socketwritefailed" : NULL);
 }
 
+static void on_readable(cs_conn *c)
+{
+	cs_sock *s = cs_conn_udata(c);
+	if (s)
+		cs__udp_readable(s);
+}
+
 static void on_release(cs_loop *loop, uintptr_t cookie)
 {
 	cs_vm *vm = cs_loop_udata(loop);
@@ -336,6 +355,7 @@ const struct cs_conn_ops cs_vm_conn_ops = {
 	.connect = on_connect,
 	.drain = on_drain,
 	.release = on_release,
+	.readable = on_readable,
 };
 
 static void sock_timer_fired(cs_timer *t)
@@ -343,7 +363,7 @@ static void sock_timer_fired(cs_timer *t)
 	cs_sock *s = (cs_sock *)((char *)t - offsetof(cs_sock, timer));
 	switch (s->wait) {
 	case CS_WAIT_READ:
-		cs_conn_recv_cancel(s->conn);
+		cancel_read(s);
 		/* fall through */
 	case CS_WAIT_SLEEP:
 		wake_fail(s, "timeout");
@@ -760,6 +780,8 @@ static int m_read(lua_State *L)
 	cs_sock *s = check_sock(L, 1);
 	if (s->kind == CS_SOCK_LISTEN)
 		return luaL_error(L, "Invalid op: read on listen socket");
+	if (s->kind == CS_SOCK_UDP)
+		return cs__udp_read(L, s);
 	lua_Integer ms = -1;
 	if (lua_type(L, 2) == LUA_TNUMBER)
 		ms = lua_tointeger(L, 2);
@@ -843,6 +865,8 @@ static int m_write(lua_State *L)
 		lua_pushboolean(L, 0);
 		return 1;
 	}
+	if (s->kind == CS_SOCK_UDP)
+		return cs__udp_write(L, s, data, len);
 	if (!s->conn)
 		return cs__fail(L, s->had_conn ? "socketclosed" : "socketwritefailed");
 	if (cs_conn_error(s->conn))
@@ -1213,7 +1237,7 @@ static int m_setoption(lua_State *L)
 	} else if (!strcmp(name, "halfclose")) {
 		s->halfclose = on;
 		r = 0;
-	} else {
+	} else if (!cs__udp_setoption(L, s, name, &r)) {
 		return luaL_error(L, "Unknown option '%s'", name);
 	}
 	if (r < 0) {
@@ -1315,9 +1339,13 @@ int cs__open_socket(lua_State *L)
 	cs__setfuncs_on_loop(L, sock_methods);
 	lua_pushcfunction(L, m_write_any);
 	lua_setfield(L, -2, "write");
+	lua_pushcfunction(L, cs__udp_sendto); /* syscalls only: any thread */
+	lua_setfield(L, -2, "sendto");
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 	luaL_newlibtable(L, socket_lib);
 	cs__setfuncs_on_loop(L, socket_lib);
+	lua_pushcfunction(L, cs__udpcon_any);
+	lua_setfield(L, -2, "udpcon");
 	return 1;
 }

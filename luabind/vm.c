@@ -473,6 +473,7 @@ void cs_vm_destroy(cs_vm *vm)
 	lua_close(vm->L); /* __gc closes every socket still open */
 	cs__threads_free(vm);
 	cs__rng_free(vm);
+	free(vm->dgram_buf);
 	cs_pool_destroy(vm->resolver);
 	cs_loop_set_wait_hooks(vm->loop, NULL, NULL, NULL);
 	pthread_mutex_unlock(&vm->lock);

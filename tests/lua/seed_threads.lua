@@ -1,5 +1,5 @@
 -- The seed's examples that use pool threads and "r"-mode sockets (seed 003:
--- Examples 1, 3, 4, 6, 7 and 8), as close to the text as the seed gives
+-- Examples 1, 3, 4, 6, 7 and 8, and the UDP/NTP Example 1 as "ntp"), as close to the text as the seed gives
 -- them. LSP pages become ba.thread.run jobs, which is where an LSP page's
 -- code runs (a pool thread). Where the seed shows no code (4.a, 6, 7), the
 -- function follows its description. ARGS: example port [peerPort]
@@ -24,6 +24,23 @@ if example == "1" then
       end
       if err then
          print(err)
+      end
+   end)
+
+elseif example == "ntp" then
+   -- Seed 003's UDP Example 1 (an LSP page), against a local NTP-style
+   -- responder instead of pool.ntp.org.
+   ba.thread.run(function()
+      local s,err = ba.socket.udpcon("127.0.0.1",peerPort) -- was: pool.ntp.org,123
+      if s then
+         s:write(string.char(27)..string.char(0):rep(47))
+         local d,err=s:read(5000)
+         if d and #d == 48 then
+            local secs = ba.socket.n2h(4,d,41)
+            secs = secs - 2208988800 -- Convert from 1900 to 1970 format
+            print("NTP Date and time:",os.date("!%Y-%m-%d %H:%M:%S",secs))
+         end
+         s:close()
       end
    end)
 
