@@ -11,7 +11,7 @@
 #define CS_BYTEARRAY_MT "_BABYTEARRAY"
 
 struct bytearray {
-	size_t size;        /* allocated bytes */
+	size_t size;	    /* allocated bytes */
 	size_t first, last; /* the view: bytes[first..last), 0-based */
 	unsigned char bytes[];
 };
@@ -21,7 +21,10 @@ static struct bytearray *check_ba(lua_State *L, int idx)
 	return luaL_checkudata(L, idx, CS_BYTEARRAY_MT);
 }
 
-static size_t view_len(const struct bytearray *b) { return b->last - b->first; }
+static size_t view_len(const struct bytearray *b)
+{
+	return b->last - b->first;
+}
 
 static struct bytearray *push_new(lua_State *L, size_t size)
 {
@@ -56,6 +59,22 @@ static const unsigned char *source_bytes(lua_State *L, int idx, size_t *len)
 	return b->bytes + b->first;
 }
 
+/* string.sub's reading of [i, j] over len bytes: 0-based start in *from,
+ * the count returned (0 when empty). */
+static size_t sub_range(lua_Integer i, lua_Integer j, size_t len, size_t *from)
+{
+	if (i < 0)
+		i = (lua_Integer)len + i + 1;
+	if (j < 0)
+		j = (lua_Integer)len + j + 1;
+	if (i < 1)
+		i = 1;
+	if (j > (lua_Integer)len)
+		j = (lua_Integer)len;
+	*from = (size_t)i - 1;
+	return i > j ? 0 : (size_t)(j - i + 1);
+}
+
 /* ba.bytearray.create(size | string) */
 static int l_create(lua_State *L)
 {
@@ -77,20 +96,9 @@ static int l_create(lua_State *L)
 static int l_tostring(lua_State *L)
 {
 	struct bytearray *b = check_ba(L, 1);
-	size_t len = view_len(b);
-	lua_Integer i = luaL_optinteger(L, 2, 1), j = luaL_optinteger(L, 3, -1);
-	if (i < 0)
-		i = (lua_Integer)len + i + 1;
-	if (j < 0)
-		j = (lua_Integer)len + j + 1;
-	if (i < 1)
-		i = 1;
-	if (j > (lua_Integer)len)
-		j = (lua_Integer)len;
-	if (i > j)
-		lua_pushliteral(L, "");
-	else
-		lua_pushlstring(L, (const char *)b->bytes + b->first + i - 1, (size_t)(j - i + 1));
+	size_t from;
+	size_t n = sub_range(luaL_optinteger(L, 2, 1), luaL_optinteger(L, 3, -1), view_len(b), &from);
+	lua_pushlstring(L, (const char *)b->bytes + b->first + from, n);
 	return 1;
 }
 
@@ -130,19 +138,11 @@ static int l_copy(lua_State *L)
 	size_t at = view_index(L, luaL_checkinteger(L, 2), vlen, 0);
 	size_t slen;
 	const unsigned char *src = source_bytes(L, 3, &slen);
-	lua_Integer i = luaL_optinteger(L, 4, 1), j = luaL_optinteger(L, 5, -1);
-	if (i < 0)
-		i = (lua_Integer)slen + i + 1;
-	if (j < 0)
-		j = (lua_Integer)slen + j + 1;
-	if (i < 1)
-		i = 1;
-	if (j > (lua_Integer)slen)
-		j = (lua_Integer)slen;
-	size_t want = i > j ? 0 : (size_t)(j - i + 1);
+	size_t from;
+	size_t want = sub_range(luaL_optinteger(L, 4, 1), luaL_optinteger(L, 5, -1), slen, &from);
 	size_t room = vlen - at;
 	size_t n = want < room ? want : room;
-	memmove(b->bytes + b->first + at, src + i - 1, n);
+	memmove(b->bytes + b->first + at, src + from, n);
 	lua_pushinteger(L, (lua_Integer)(want - n));
 	return 1;
 }
@@ -182,8 +182,8 @@ static int l_h2n(lua_State *L)
 }
 
 static const luaL_Reg bytearray_funcs[] = {
-	{"create", l_create}, {"tostring", l_tostring}, {"size", l_size}, {"setsize", l_setsize},
-	{"copy", l_copy},     {"n2h", l_n2h},           {"h2n", l_h2n},   {NULL, NULL},
+    {"create", l_create}, {"tostring", l_tostring}, {"size", l_size}, {"setsize", l_setsize},
+    {"copy", l_copy},	  {"n2h", l_n2h},	    {"h2n", l_h2n},   {NULL, NULL},
 };
 
 /* ba[i]: a byte of the view; ba.name: the library function, as a method */

@@ -157,8 +157,14 @@ static int b64_encode(lua_State *L, const char *alphabet, bool pad)
 	return 1;
 }
 
-static int l_b64encode(lua_State *L) { return b64_encode(L, B64, true); }
-static int l_b64urlencode(lua_State *L) { return b64_encode(L, B64URL, false); }
+static int l_b64encode(lua_State *L)
+{
+	return b64_encode(L, B64, true);
+}
+static int l_b64urlencode(lua_State *L)
+{
+	return b64_encode(L, B64URL, false);
+}
 
 static int b64_value(unsigned char c)
 {
@@ -222,8 +228,8 @@ static void add_escaped(luaL_Buffer *b, const char *s, size_t n)
 	static const char hex[] = "0123456789ABCDEF";
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
-		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		    c == '-' || c == '.' || c == '_' || c == '~') {
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+		    c == '.' || c == '_' || c == '~') {
 			luaL_addchar(b, (char)c);
 		} else {
 			luaL_addchar(b, '%');
@@ -285,15 +291,15 @@ static int l_urlencode(lua_State *L)
 }
 
 static const luaL_Reg codec_funcs[] = {
-	{"rnd", l_rnd},
-	{"rnds", l_rnds},
-	{"rndbs", l_rndbs},
-	{"rndseed", l_rndseed},
-	{"b64encode", l_b64encode},
-	{"b64decode", l_b64decode},
-	{"b64urlencode", l_b64urlencode},
-	{"urlencode", l_urlencode},
-	{NULL, NULL},
+    {"rnd", l_rnd},
+    {"rnds", l_rnds},
+    {"rndbs", l_rndbs},
+    {"rndseed", l_rndseed},
+    {"b64encode", l_b64encode},
+    {"b64decode", l_b64decode},
+    {"b64urlencode", l_b64urlencode},
+    {"urlencode", l_urlencode},
+    {NULL, NULL},
 };
 
 void cs__open_codec(lua_State *L)

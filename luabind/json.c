@@ -110,8 +110,14 @@ static int open_container(struct decoder *d, bool array)
 	return 1;
 }
 
-static int on_start_map(void *ctx) { return open_container(ctx, false); }
-static int on_start_array(void *ctx) { return open_container(ctx, true); }
+static int on_start_map(void *ctx)
+{
+	return open_container(ctx, false);
+}
+static int on_start_array(void *ctx)
+{
+	return open_container(ctx, true);
+}
 
 static int on_map_key(void *ctx, const unsigned char *s, size_t n)
 {
@@ -128,15 +134,15 @@ static int on_end(void *ctx)
 }
 
 static const yajl_callbacks decode_callbacks = {
-	.yajl_null = on_null,
-	.yajl_boolean = on_boolean,
-	.yajl_number = on_number,
-	.yajl_string = on_string,
-	.yajl_start_map = on_start_map,
-	.yajl_map_key = on_map_key,
-	.yajl_end_map = on_end,
-	.yajl_start_array = on_start_array,
-	.yajl_end_array = on_end,
+    .yajl_null = on_null,
+    .yajl_boolean = on_boolean,
+    .yajl_number = on_number,
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_map_key,
+    .yajl_end_map = on_end,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = on_end,
 };
 
 /* ba.json.decode(text) -> value | nil, message */
@@ -230,7 +236,7 @@ static const char *encode_table(lua_State *L, yajl_gen g, int idx, int depth)
 		} else if (kt == LUA_TNUMBER) {
 			lua_pushvalue(L, -2);
 			k = lua_tolstring(L, -1, &kn); /* converts the copy only */
-			lua_insert(L, -2);             /* key, keystr, value */
+			lua_insert(L, -2);	       /* key, keystr, value */
 		} else {
 			lua_pop(L, 2);
 			return "object keys must be strings or numbers";
@@ -314,7 +320,9 @@ static int l_encode(lua_State *L)
 }
 
 static const luaL_Reg json_funcs[] = {
-	{"encode", l_encode}, {"decode", l_decode}, {NULL, NULL},
+    {"encode", l_encode},
+    {"decode", l_decode},
+    {NULL, NULL},
 };
 
 int cs__open_json(lua_State *L)

@@ -741,6 +741,19 @@ static int l_event(lua_State *L)
 
 /* ---- read, write ------------------------------------------------------ */
 
+/* What a read gets without waiting: the data (1 value), the end of the
+ * stream (read_ended()'s values), or 0 when the caller must wait. */
+static int read_now(lua_State *L, cs_sock *s)
+{
+	const char *data;
+	ssize_t n = cs_conn_recv(s->conn, &data);
+	if (n > 0) {
+		lua_pushlstring(L, data, (size_t)n);
+		return 1;
+	}
+	return n == -EAGAIN ? 0 : read_ended(L, s, n);
+}
+
 /* A blocking read: only a pool thread may wait, with the VM lock released.
  * A timeout of 0 or less waits for ever (the original product ignores
  * blocking timeouts under 50 ms). */
@@ -762,14 +775,9 @@ static int read_blocking(lua_State *L, cs_sock *s, lua_Integer ms)
 	}
 	if (s->eof)
 		return cs__fail(L, "socketreadfailed");
-	const char *data;
-	ssize_t n = cs_conn_recv(s->conn, &data);
-	if (n > 0) {
-		lua_pushlstring(L, data, (size_t)n);
-		return 1;
-	}
-	if (n != -EAGAIN)
-		return read_ended(L, s, n);
+	int nvals = read_now(L, s);
+	if (nvals)
+		return nvals;
 	if (ms > 0)
 		cs_timer_start(vm->loop, &s->timer, (uint64_t)ms);
 	return cs__park(L, s, CS_WAIT_READ);
@@ -811,14 +819,9 @@ static int m_read(lua_State *L)
 			return luaL_error(L, "Invalid op: read: the peer closed its side");
 		return cs__fail(L, "socketreadfailed");
 	}
-	const char *data;
-	ssize_t n = cs_conn_recv(s->conn, &data);
-	if (n > 0) {
-		lua_pushlstring(L, data, (size_t)n);
-		return 1;
-	}
-	if (n != -EAGAIN)
-		return read_ended(L, s, n);
+	int nvals = read_now(L, s);
+	if (nvals)
+		return nvals;
 	if (ms >= 0)
 		cs_timer_start(s->vm->loop, &s->timer, (uint64_t)ms);
 	return cs__wait(L, s, CS_WAIT_READ);

@@ -42,7 +42,10 @@ struct cs_lpool {
 
 /* ---- the lock around the loop's wait ---------------------------------- */
 
-static void loop_waits(void *arg) { pthread_mutex_unlock(&((cs_vm *)arg)->lock); }
+static void loop_waits(void *arg)
+{
+	pthread_mutex_unlock(&((cs_vm *)arg)->lock);
+}
 
 /* The loop thread wants the lock back: when a pool job holds it, the job's
  * hook (job_hook) sees lock_wanted and steps aside within a few thousand
@@ -193,7 +196,8 @@ static void run_job(cs_lthread *t, struct lua_job *job)
 	int status = lua_resume(co, NULL, 0, &nres);
 	t->job = NULL;
 	if (status == LUA_YIELD)
-		cs__log(vm, CS_LOG_ERR, "Thread: Invalid yield: coroutine.yield() at the top of a ba.thread job; job ended");
+		cs__log(vm, CS_LOG_ERR,
+			"Thread: Invalid yield: coroutine.yield() at the top of a ba.thread job; job ended");
 	else if (status != LUA_OK)
 		cs__report(vm, co, "Thread");
 	lua_resetthread(co); /* runs pending __close handlers */
@@ -294,7 +298,8 @@ static int pool_submit(lua_State *L, struct cs_lpool *pool)
 	if (pool->idle < pool->queued && pool->nthreads < pool->max) {
 		int r = start_thread(pool);
 		if (r < 0 && pool->nthreads == 0)
-			cs__log(vm, CS_LOG_ERR, "ba.thread: cannot start a thread: %s; the job waits", strerror(-r));
+			cs__log(vm, CS_LOG_ERR, "ba.thread: cannot start a thread: %s; the job waits",
+				strerror(-r));
 	}
 	pthread_cond_signal(&pool->cond);
 	return (int)(pool->queued + pool->nthreads - pool->idle);
@@ -303,7 +308,8 @@ static int pool_submit(lua_State *L, struct cs_lpool *pool)
 static int push_submitted(lua_State *L, int r)
 {
 	if (r < 0)
-		return luaL_error(L, "ba.thread.run: %s", r == -ESHUTDOWN ? "the server is shutting down" : strerror(-r));
+		return luaL_error(L, "ba.thread.run: %s",
+				  r == -ESHUTDOWN ? "the server is shutting down" : strerror(-r));
 	lua_pushinteger(L, r);
 	return 1;
 }
@@ -374,8 +380,9 @@ static int l_sleep(lua_State *L)
 	if (!t) {
 		cs_sock *s = cs__current(L);
 		if (!s)
-			return luaL_error(L, "ba.sleep: not allowed on the dispatcher thread outside a cosocket "
-					     "(timer or top-level code); use ba.timer or ba.thread.run");
+			return luaL_error(L,
+					  "ba.sleep: not allowed on the dispatcher thread outside a cosocket "
+					  "(timer or top-level code); use ba.timer or ba.thread.run");
 		return cs__sock_sleep(L, s, ms);
 	}
 	cs_vm *vm = t->vm;
@@ -485,15 +492,22 @@ static int p_gc(lua_State *L)
 }
 
 static const luaL_Reg thread_lib[] = {
-	{"run", l_run}, {"create", l_create}, {"configure", l_configure}, {NULL, NULL},
+    {"run", l_run},
+    {"create", l_create},
+    {"configure", l_configure},
+    {NULL, NULL},
 };
 
 static const luaL_Reg pool_methods[] = {
-	{"run", p_run}, {NULL, NULL},
+    {"run", p_run},
+    {NULL, NULL},
 };
 
 static const luaL_Reg pool_meta[] = {
-	{"__index", NULL}, {"__tostring", p_tostring}, {"__gc", p_gc}, {NULL, NULL},
+    {"__index", NULL},
+    {"__tostring", p_tostring},
+    {"__gc", p_gc},
+    {NULL, NULL},
 };
 
 int cs__open_thread(lua_State *L)

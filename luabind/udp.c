@@ -23,7 +23,8 @@
  * spot (docs/API.md: UDP). 0 or an EAI_* code. */
 static int resolve(lua_State *L, const char *host, int port, bool ipv6, struct addrinfo **res)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_family = ipv6 ? AF_INET6 : AF_UNSPEC,
+	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM,
+				 .ai_family = ipv6 ? AF_INET6 : AF_UNSPEC,
 				 .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
 	char portstr[8];
 	snprintf(portstr, sizeof(portstr), "%d", port);
@@ -204,8 +205,8 @@ int cs__udp_sendto(lua_State *L)
  * in *r, errno set on failure); 0: not a datagram option. */
 int cs__udp_setoption(lua_State *L, cs_sock *s, const char *name, int *r)
 {
-	bool dgram_only = !strcmp(name, "broadcast") || !strcmp(name, "ip-membership") ||
-			  !strcmp(name, "dontroute");
+	bool dgram_only =
+	    !strcmp(name, "broadcast") || !strcmp(name, "ip-membership") || !strcmp(name, "dontroute");
 	if (!dgram_only)
 		return 0;
 	if (s->kind != CS_SOCK_UDP)

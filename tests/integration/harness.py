@@ -559,6 +559,37 @@ class PatternSource:
         return (head + self.block[off:off + size])[:size]
 
 
+def check_lua_checks(d, expected, timeout=45.0):
+    """Wait for a check script's "CHECKS DONE"; every name in expected must
+    have been reported, and none may have failed."""
+    d.wait_log(r"CHECKS DONE$", timeout=timeout)
+    results = {}
+    for m in d.find_log(r"CHECK (\S+) (ok|FAIL.*)$"):
+        results.setdefault(m.group(1), []).append(m.group(2))
+    failed = sorted(f"{k}: {v[-1]}" for k, v in results.items() if any(r != "ok" for r in v))
+    missing = [c for c in expected if c not in results]
+    check(not failed and not missing,
+          "; ".join(failed + [f"{c}: not reported" for c in missing]))
+
+
+def full_backlog_port(suite):
+    """A listener with backlog 0 and its queue filled: a further SYN gets no
+    answer, so connecting to it times out (loopback only)."""
+    ls = listener(backlog=0)
+    port = ls.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect((LOOPBACK, port))
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    suite.on_cleanup(lambda: [s.close() for s in fillers + [ls]])
+    return port
+
+
 def stop_and_check_exit(d, sig=signal.SIGTERM, timeout=10.0, want=0):
     d.signal(sig)
     rc = d.wait_exit(timeout)

@@ -8,9 +8,9 @@ import socket
 import struct
 import time
 
-from harness import (LOOPBACK, Server, Suite, TestFailure, check, check_eq, connect,
-                     deadline_after, exchange, expect_closed, listener, recv_exact,
-                     stop_and_check_exit, unused_port)
+from harness import (LOOPBACK, Server, Suite, TestFailure, check, check_eq, check_lua_checks,
+                     connect, deadline_after, exchange, expect_closed, full_backlog_port,
+                     recv_exact, stop_and_check_exit, unused_port)
 
 suite = Suite("api", overall_timeout=400)
 
@@ -41,37 +41,12 @@ enable.outside_resumes
 """.split()
 
 
-def full_backlog_port():
-    """A listener with backlog 0 and its queue filled: a further SYN gets no
-    answer, so connecting to it times out (loopback only)."""
-    ls = listener(backlog=0)
-    port = ls.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        try:
-            c.connect((LOOPBACK, port))
-        except BlockingIOError:
-            pass
-        fillers.append(c)
-    suite.on_cleanup(lambda: [s.close() for s in fillers + [ls]])
-    return port
-
-
 @suite.case(timeout=60)
 def lua_api_checks():
     held, refused = unused_port()
     suite.on_cleanup(held.close)
-    d = suite.script("api_checks.lua", refused, full_backlog_port())
-    d.wait_log(r"CHECKS DONE$", timeout=45)
-    results = {}
-    for m in d.find_log(r"CHECK (\S+) (ok|FAIL.*)$"):
-        results.setdefault(m.group(1), []).append(m.group(2))
-    failed = sorted(f"{k}: {v[-1]}" for k, v in results.items() if any(r != "ok" for r in v))
-    missing = [c for c in EXPECTED_CHECKS if c not in results]
-    check(not failed and not missing,
-          "; ".join(failed + [f"{c}: not reported" for c in missing]))
+    d = suite.script("api_checks.lua", refused, full_backlog_port(suite))
+    check_lua_checks(d, EXPECTED_CHECKS)
     d.wait_log(r"Timer callback failed: .*deliberate timer failure.*stack traceback", timeout=1)
     check_eq(d.wait_exit(10), 0, "exit status when the checks are done")
 

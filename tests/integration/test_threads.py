@@ -4,7 +4,6 @@ checks (tests/lua/thread_checks.lua), the seed's Examples 1, 3, 4, 6, 7 and 8
 against real peers (curl, wrk, Python), and the promise that pool threads
 sitting in blocking reads never hold up the cosockets."""
 
-import os
 import re
 import shutil
 import socket
@@ -14,7 +13,8 @@ import threading
 import time
 
 from harness import (LOOPBACK, PatternSource, Server, Suite, TestFailure, check, check_eq,
-                     connect, deadline_after, exchange, recv_exact, remaining,
+                     check_lua_checks, connect, deadline_after, exchange, full_backlog_port,
+                     recv_exact, remaining,
                      stop_and_check_exit, unused_port)
 
 suite = Suite("threads", overall_timeout=500)
@@ -37,25 +37,6 @@ rmode.write_one_value rmode.read rmode.write_big rmode.write_big_echoed pool.aft
 """.split()
 
 
-def full_backlog_port():
-    """A listener whose accept queue is full: connecting to it hangs."""
-    ls = socket.socket()
-    ls.bind((LOOPBACK, 0))
-    ls.listen(0)
-    port = ls.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        try:
-            c.connect((LOOPBACK, port))
-        except BlockingIOError:
-            pass
-        fillers.append(c)
-    suite.on_cleanup(lambda: [s.close() for s in fillers + [ls]])
-    return port
-
-
 def no_lua_errors(d, since=0):
     errs = d.errors(since)
     check(not errs, f"errors logged: {errs[:5]}")
@@ -65,15 +46,8 @@ def no_lua_errors(d, since=0):
 def lua_thread_checks():
     held, refused = unused_port()
     suite.on_cleanup(held.close)
-    d = suite.script("thread_checks.lua", refused, full_backlog_port())
-    d.wait_log(r"CHECKS DONE$", timeout=60)
-    results = {}
-    for m in d.find_log(r"CHECK (\S+) (ok|FAIL.*)$"):
-        results.setdefault(m.group(1), []).append(m.group(2))
-    failed = sorted(f"{k}: {v[-1]}" for k, v in results.items() if any(r != "ok" for r in v))
-    missing = [c for c in EXPECTED_CHECKS if c not in results]
-    check(not failed and not missing,
-          "; ".join(failed + [f"{c}: not reported" for c in missing]))
+    d = suite.script("thread_checks.lua", refused, full_backlog_port(suite))
+    check_lua_checks(d, EXPECTED_CHECKS, timeout=60)
     # The deliberate job errors were reported with a traceback, and only they.
     errs = [m for _, m in d.errors()]
     check(any("Thread:" in e and "boom in job" in e and "stack traceback" in e for e in errs),

@@ -7,7 +7,7 @@ import socket
 import struct
 import threading
 
-from harness import LOOPBACK, Suite, check, stop_and_check_exit
+from harness import LOOPBACK, Suite, check, check_lua_checks, stop_and_check_exit
 
 suite = Suite("udp", overall_timeout=200)
 
@@ -54,14 +54,7 @@ class UdpPeer(threading.Thread):
 def lua_udp_checks():
     echo = UdpPeer(lambda d: d)
     d = suite.script("udp_checks.lua", echo.port)
-    d.wait_log(r"CHECKS DONE$", timeout=45)
-    results = {}
-    for m in d.find_log(r"CHECK (\S+) (ok|FAIL.*)$"):
-        results.setdefault(m.group(1), []).append(m.group(2))
-    failed = sorted(f"{k}: {v[-1]}" for k, v in results.items() if any(r != "ok" for r in v))
-    missing = [c for c in EXPECTED_CHECKS if c not in results]
-    check(not failed and not missing,
-          "; ".join(failed + [f"{c}: not reported" for c in missing]))
+    check_lua_checks(d, EXPECTED_CHECKS)
     check(not d.errors(), f"errors logged: {d.errors()[:5]}")
     stop_and_check_exit(d)
 

@@ -47,4 +47,33 @@ function M.check(name, ok, ...)
    return ok
 end
 
+-- Checks that run one after the other. steps:add(fn) queues fn, which
+-- calls steps:next() when it is done; steps:job(body) queues a body that
+-- runs on a pool thread (an error in it is reported as a failed check).
+-- Each step starts from a timer, on the dispatcher thread outside any
+-- cosocket, whoever called next(). After the last: "CHECKS DONE".
+function M.steps()
+   local S = {list = {}, ix = 0}
+   function S:add(fn) self.list[#self.list + 1] = fn end
+   function S:next()
+      self.ix = self.ix + 1
+      local fn = self.list[self.ix]
+      if not fn then
+         trace("CHECKS DONE")
+         return
+      end
+      ba.timer(fn):set(1, true)
+   end
+   function S:job(body)
+      self:add(function()
+         ba.thread.run(function()
+            local ok, err = pcall(body)
+            if not ok then trace("CHECK step" .. self.ix .. " FAIL " .. tostring(err)) end
+            self:next()
+         end)
+      end)
+   end
+   return S
+end
+
 return M

@@ -34,33 +34,10 @@ local function silentHandler(s)
    while s:read() do end
 end
 
--- Checks run one after the other, each as a ba.thread job or a cosocket;
--- next() starts the following one.
-local steps, stepIx = {}, 0
--- Each step starts from a timer, on the dispatcher thread outside any
--- cosocket, whoever called nextStep().
-local function nextStep()
-   stepIx = stepIx + 1
-   local step = steps[stepIx]
-   if not step then
-      trace("CHECKS DONE")
-      return
-   end
-   ba.timer(step):set(1, true)
-end
-local function step(fn) steps[#steps + 1] = fn end
-
--- A step whose body runs on a pool thread, then hands over to the next step
--- (from the loop thread, through a timer).
-local function jobStep(body)
-   step(function()
-      ba.thread.run(function()
-         local ok, err = pcall(body)
-         if not ok then trace("CHECK step" .. stepIx .. " FAIL " .. tostring(err)) end
-         nextStep()
-      end)
-   end)
-end
+local steps = lib.steps()
+local function nextStep() steps:next() end
+local function step(fn) steps:add(fn) end
+local function jobStep(body) steps:job(body) end
 
 -- ---- ba.thread ---------------------------------------------------------------
 

@@ -2,26 +2,14 @@
 -- itself on loopback. "CHECK <name> ok|FAIL <why>", then "CHECKS DONE".
 -- ARGS: echoPort (a Python UDP echo on 127.0.0.1)
 local echoPort = math.tointeger(tonumber((...)))
-local check = require"testlib".check
+local lib = require"testlib"
+local check = lib.check
 local LO = "127.0.0.1"
 
-local steps, stepIx = {}, 0
-local function nextStep()
-   stepIx = stepIx + 1
-   local step = steps[stepIx]
-   if not step then trace("CHECKS DONE") return end
-   ba.timer(step):set(1, true)
-end
-local function step(fn) steps[#steps + 1] = fn end
-local function jobStep(body)
-   step(function()
-      ba.thread.run(function()
-         local ok, err = pcall(body)
-         if not ok then trace("CHECK step" .. stepIx .. " FAIL " .. tostring(err)) end
-         nextStep()
-      end)
-   end)
-end
+local steps = lib.steps()
+local function nextStep() steps:next() end
+local function step(fn) steps:add(fn) end
+local function jobStep(body) steps:job(body) end
 
 -- Blocking forms on a pool thread.
 jobStep(function()

@@ -141,5 +141,6 @@ Test(thread, destroying_the_vm_stops_a_job_that_never_ends)
 	}
 	cs_vm_destroy(t_vm);
 	t_vm = NULL;
-	cr_expect(t_find_log("sysshutdown: job stopped"), "the endless job was not stopped: %s", t_last_log());
+	cr_expect(t_find_log("sysshutdown: job stopped"), "the endless job was not stopped: %s",
+		  t_last_log());
 }

@@ -37,7 +37,8 @@ Test(udp, a_cosocket_reads_datagrams_with_their_sender_and_replies_with_sendto)
 	T_LUA("print(port)");
 	long port = strtol(t_last_log(), NULL, 10);
 	cr_assert_gt(port, 0, "%s", t_last_log());
-	struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	struct sockaddr_in to = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
 				 .sin_port = htons((uint16_t)port)};
 	cr_assert_eq(sendto(fd, "hi", 2, 0, (struct sockaddr *)&to, sizeof(to)), 2);
 	cr_assert(t_vm_drive(200), "the cosocket did not finish");
