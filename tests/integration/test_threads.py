@@ -226,6 +226,25 @@ def example12b_page_on_pool_thread_gets_queue_full():
     stop_and_check_exit(d)
 
 
+@suite.case(timeout=30)
+def blocking_read_sees_a_peer_reset():
+    def peer(c):
+        c.sendall(b"x" * 1000)
+        time.sleep(0.2)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # RST
+    srv = Server(suite, peer)
+    d = suite.script("thread_client.lua", srv.port)
+    m = d.wait_log(r"ended\t(.*)$", timeout=10)
+    got = sum(int(g.group(1)) for g in d.find_log(r": got (\d+)$"))
+    check_eq(got, 1000, "bytes read before the reset")
+    check_eq(m.group(1), "socketreadfailed", "values of the read that saw the reset")
+    m = d.wait_log(r"state\t(\S+)\t(\S+)$", timeout=5)
+    check_eq(m.group(2), "false", "the socket is closed after the reset")
+    check(not d.errors(), f"errors logged: {d.errors()[:5]}")
+    stop_and_check_exit(d)
+
+
 # ---- blocked pool threads do not hold up cosockets ---------------------------
 
 ECHO_CONNS = 1000
