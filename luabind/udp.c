@@ -21,7 +21,7 @@
 /* Resolve host:port; numeric addresses never block. A pool thread resolves
  * names with the VM lock released; elsewhere the name is resolved on the
  * spot (docs/API.md: UDP). 0 or an EAI_* code. */
-static int resolve(lua_State *L, const char *host, int port, bool ipv6, struct addrinfo **res)
+static int resolve(const char *host, int port, bool ipv6, struct addrinfo **res)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM,
 				 .ai_family = ipv6 ? AF_INET6 : AF_UNSPEC,
@@ -36,7 +36,6 @@ static int resolve(lua_State *L, const char *host, int port, bool ipv6, struct a
 	int r = cs__resolve_now(host, port, ipv6, false, res);
 	if (t)
 		pthread_mutex_lock(&t->vm->lock);
-	(void)L;
 	return r;
 }
 
@@ -173,7 +172,7 @@ int cs__udp_sendto(lua_State *L)
 	if (!s->conn)
 		return cs__fail(L, "socketclosed");
 	struct addrinfo *res;
-	int gai = resolve(L, host, (int)port, s->ipv6, &res);
+	int gai = resolve(host, (int)port, s->ipv6, &res);
 	if (gai) {
 		lua_pushnil(L);
 		lua_pushstring(L, "cannotresolve");
@@ -294,7 +293,7 @@ static int l_udpcon(lua_State *L)
 		return cs__fail(L, "incorrectuse");
 	struct addrinfo *peer = NULL;
 	if (o.host) {
-		int gai = resolve(L, o.host, (int)o.port, o.ipv6, &peer);
+		int gai = resolve(o.host, (int)o.port, o.ipv6, &peer);
 		if (gai) {
 			lua_pushnil(L);
 			lua_pushstring(L, "cannotresolve");
@@ -311,7 +310,7 @@ static int l_udpcon(lua_State *L)
 	if (o.lport || o.intf) {
 		struct addrinfo *la;
 		const char *intf = o.intf ? o.intf : family == AF_INET6 ? "::" : "0.0.0.0";
-		if (resolve(L, intf, (int)o.lport, family == AF_INET6, &la) != 0) {
+		if (resolve(intf, (int)o.lport, family == AF_INET6, &la) != 0) {
 			freeaddrinfo(peer);
 			return udpcon_fail(L, fd, "bind", EADDRNOTAVAIL);
 		}
@@ -363,7 +362,7 @@ int cs__udpcon_any(lua_State *L)
 		struct udp_opts o;
 		parse_udpcon(L, &o);
 		struct addrinfo *res;
-		if (resolve(L, o.host, (int)o.port, o.ipv6, &res) != 0)
+		if (resolve(o.host, (int)o.port, o.ipv6, &res) != 0)
 			return cs__fail(L, "cannotresolve");
 		char addr[INET6_ADDRSTRLEN];
 		bool v6;
