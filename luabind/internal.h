@@ -172,6 +172,15 @@ void cs__vm_lock_init(cs_vm *vm);
 void cs__threads_shutdown(cs_vm *vm);
 /* Free the pools (after lua_close, and only when no thread is left). */
 void cs__threads_free(cs_vm *vm);
+/* The pool thread on whose behalf L runs on the loop thread (inside
+ * cs__on_loop), or NULL: code that such a call starts in turn (a cosocket
+ * it resumes) runs for nobody's pool thread. */
+static inline cs_lthread *cs__caller(lua_State *L, const cs_vm *vm)
+{
+	cs_lthread *t = vm->caller;
+	return t && t->wl == L ? t : NULL;
+}
+
 /* The state a waiter's results go to: a parked pool thread or the coroutine. */
 static inline lua_State *cs__waiter(const cs_sock *s) { return s->blocker ? s->blocker->wl : s->co; }
 

@@ -549,7 +549,7 @@ static int l_connect(lua_State *L)
 	read_opts(L, 3, &o);
 	cs_vm *vm = cs__vm(L);
 	cs_sock *s = cs__current(L);
-	cs_lthread *t = vm->caller;
+	cs_lthread *t = cs__caller(L, vm);
 	if (!s && !t)
 		return connect_blocking(L, host, (int)port, &o);
 	if (vm->shutting_down)
@@ -760,7 +760,7 @@ static int read_now(lua_State *L, cs_sock *s)
 static int read_blocking(lua_State *L, cs_sock *s, lua_Integer ms)
 {
 	cs_vm *vm = s->vm;
-	if (!vm->caller)
+	if (!cs__caller(L, vm))
 		return luaL_error(L, "Invalid op: read: a blocking read would stop the dispatcher; "
 				     "read in a cosocket (sock:event) or on a ba.thread job");
 	if (s->blocker)
@@ -875,7 +875,7 @@ static int m_write(lua_State *L)
 	if (cs_conn_error(s->conn))
 		return cs__fail(L, "socketwritefailed");
 	cs_sock *cur = cs__current(L);
-	cs_lthread *t = s->vm->caller;
+	cs_lthread *t = cs__caller(L, s->vm);
 	/* Blocking sockets and "r" cosockets write as if send() blocked: the
 	 * writer waits until the kernel has every byte. */
 	bool blocking = s->mode != 's';

@@ -149,8 +149,7 @@ void cs__setfuncs_on_loop(lua_State *L, const luaL_Reg *l)
 
 int cs__park(lua_State *L, cs_sock *s, enum cs_wait w)
 {
-	cs_lthread *t = s->vm->caller;
-	(void)L;
+	cs_lthread *t = cs__caller(L, s->vm);
 	s->blocker = t;
 	s->wait = (uint8_t)w;
 	s->vm->waiting++;
@@ -161,8 +160,7 @@ int cs__park(lua_State *L, cs_sock *s, enum cs_wait w)
 
 int cs__park_writer(lua_State *L, cs_sock *s)
 {
-	cs_lthread *t = s->vm->caller;
-	(void)L;
+	cs_lthread *t = cs__caller(L, s->vm);
 	t->bnext = NULL;
 	cs_lthread **pp = &s->bwriters;
 	while (*pp)

@@ -110,7 +110,7 @@ int cs__udp_read(lua_State *L, cs_sock *s)
 	cs_sock *cur = cs__current(L);
 	if (s->co && cur != s)
 		return luaL_error(L, "Invalid op: read when socket is in cosocket mode");
-	if (!s->co && !vm->caller)
+	if (!s->co && !cs__caller(L, vm))
 		return luaL_error(L, "Invalid op: read: a blocking read would stop the dispatcher; "
 				     "read in a cosocket (sock:event) or on a ba.thread job");
 	if (!s->co && s->blocker)

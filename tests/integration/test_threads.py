@@ -33,6 +33,7 @@ blocking.timeout_keeps_open blocking.closed_by_other_thread blocking.closed_prom
 blocking.closed_by_timer blocking.peer_close blocking.second_dead_read_raises
 blocking.read_on_dispatcher_raises
 pool.read_cosocket_raises pool.write_s_socket pool.write_s_socket_arrives pool.write_limit
+pool.started_cosocket_connects pool.started_cosocket_reads pool.after_starting_cosocket
 rmode.write_one_value rmode.read rmode.write_big rmode.write_big_echoed pool.after_error
 """.split()
 

@@ -257,6 +257,25 @@ step(function()
 end)
 
 step(function()
+   -- A cosocket started from a pool thread is a cosocket like any other:
+   -- its connect and read yield (they do not act for the pool thread).
+   serverHandler = echoHandler
+   ba.thread.run(function()
+      ba.socket.event(function()
+         local c, err = ba.socket.connect(LO, lport)
+         check("pool.started_cosocket_connects", c ~= nil and c:owner(), c, err)
+         if c then
+            c:write("nested")
+            check("pool.started_cosocket_reads", c:read(2000) == "nested")
+            c:close()
+         end
+         nextStep()
+      end)
+      check("pool.after_starting_cosocket", true)
+   end)
+end)
+
+step(function()
    -- "r" mode: reads yield, writes return one value once sent.
    serverHandler = echoHandler
    local s = ba.socket.connect(LO, lport)
