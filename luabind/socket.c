@@ -51,8 +51,6 @@ cs_sock *cs__push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn
 	return s;
 }
 
-#define push_sock cs__push_sock
-
 static void push_self(lua_State *L, cs_sock *s)
 {
 	lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
@@ -283,7 +281,7 @@ static void deliver_accepted(cs_sock *ls, int fd)
 		return;
 	}
 	stop_timer(ls);
-	push_sock(ls->co, ls->vm, CS_SOCK_TCP, c);
+	cs__push_sock(ls->co, ls->vm, CS_SOCK_TCP, c);
 	cs__wake(ls, 1);
 }
 
@@ -531,7 +529,7 @@ static int connect_blocking(lua_State *L, const char *host, int port, const stru
 		cs_vm *vm = cs__vm(L);
 		if (cs_conn_open(vm->loop, fd, NULL, &c) < 0)
 			return cs__fail(L, "malloc");
-		cs_sock *s = push_sock(L, vm, CS_SOCK_TCP, c);
+		cs_sock *s = cs__push_sock(L, vm, CS_SOCK_TCP, c);
 		(void)s;
 		return 1;
 	}
@@ -557,7 +555,7 @@ static int l_connect(lua_State *L)
 	if (!s) {
 		/* A pool thread: a new socket, and the thread waits (VM lock
 		 * released) while the loop resolves and connects. */
-		s = push_sock(L, vm, CS_SOCK_NONE, NULL);
+		s = cs__push_sock(L, vm, CS_SOCK_NONE, NULL);
 		cs__pin(L, -1, s);
 		s->blocker = t;
 		t->blocked_on = s;
@@ -642,7 +640,7 @@ static int l_bind(lua_State *L)
 		push_self(L, cur);
 		return 1;
 	}
-	push_sock(L, vm, CS_SOCK_LISTEN, c);
+	cs__push_sock(L, vm, CS_SOCK_LISTEN, c);
 	return 1;
 }
 
@@ -665,7 +663,7 @@ static int m_accept(lua_State *L)
 	if (fd >= 0) {
 		cs_conn *c;
 		if (cs_conn_open(s->vm->loop, fd, NULL, &c) == 0) {
-			push_sock(L, s->vm, CS_SOCK_TCP, c);
+			cs__push_sock(L, s->vm, CS_SOCK_TCP, c);
 			return 1;
 		}
 	} else if (fd != -EAGAIN) {
@@ -695,7 +693,7 @@ static int m_event(lua_State *L)
 			return luaL_error(L, "Already in async/cosocket mode");
 		/* From its own cosocket: the connection moves to a new object
 		 * with a new coroutine; this object is left closed. */
-		cs_sock *n = push_sock(L, s->vm, (enum cs_kind)s->kind, NULL);
+		cs_sock *n = cs__push_sock(L, s->vm, (enum cs_kind)s->kind, NULL);
 		n->conn = s->conn;
 		n->had_conn = true;
 		n->queue_limit = s->queue_limit;
@@ -725,7 +723,7 @@ static int l_event(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TFUNCTION);
 	int nextra = lua_gettop(L) - 1;
-	cs_sock *s = push_sock(L, cs__vm(L), CS_SOCK_NONE, NULL);
+	cs_sock *s = cs__push_sock(L, cs__vm(L), CS_SOCK_NONE, NULL);
 	int sidx = lua_gettop(L);
 	lua_pushvalue(L, 1);
 	lua_pushvalue(L, sidx);
