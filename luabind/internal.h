@@ -213,6 +213,8 @@ bool cs__resume(cs_sock *sock, lua_State *from, int nargs);
 void cs__report(cs_vm *vm, lua_State *co, const char *what);
 /* Push nil, msg and return 2: an I/O failure as Lua sees it. */
 int cs__fail(lua_State *L, const char *msg);
+/* Push nil, msg, why and return 3: the failure with the system's reason. */
+int cs__fail_why(lua_State *L, const char *msg, const char *why);
 
 /* socket.c */
 int cs__open_socket(lua_State *L);

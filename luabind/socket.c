@@ -457,11 +457,7 @@ void cs__connect_resolved(cs_sock *s, struct addrinfo *res, int gai_err)
 {
 	if (!res) {
 		stop_timer(s);
-		lua_State *W = cs__waiter(s);
-		lua_pushnil(W);
-		lua_pushstring(W, "cannotresolve");
-		lua_pushstring(W, gai_strerror(gai_err));
-		cs__wake(s, 3);
+		cs__wake(s, cs__fail_why(cs__waiter(s), "cannotresolve", gai_strerror(gai_err)));
 		return;
 	}
 	s->addrs = s->next_addr = res;
@@ -501,12 +497,8 @@ static int connect_blocking(lua_State *L, const char *host, int port, const stru
 {
 	struct addrinfo *res;
 	int gai = cs__resolve_now(host, port, o->ipv6, false, &res);
-	if (gai) {
-		lua_pushnil(L);
-		lua_pushstring(L, "cannotresolve");
-		lua_pushstring(L, gai_strerror(gai));
-		return 3;
-	}
+	if (gai)
+		return cs__fail_why(L, "cannotresolve", gai_strerror(gai));
 	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
 		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0)
@@ -620,12 +612,8 @@ static int l_bind(lua_State *L)
 		return cs__fail(L, "incorrectuse");
 	int fd;
 	int r = cs__bind_listener(o.intf, (int)port, o.ipv6, &fd);
-	if (r < 0) {
-		lua_pushnil(L);
-		lua_pushstring(L, "bind");
-		lua_pushstring(L, strerror(-r));
-		return 3;
-	}
+	if (r < 0)
+		return cs__fail_why(L, "bind", strerror(-r));
 	cs_conn *c;
 	if ((r = cs_conn_open(vm->loop, fd, NULL, &c)) < 0)
 		return cs__fail(L, "bind");
@@ -826,7 +814,8 @@ static int m_read(lua_State *L)
 }
 
 /* The bytes write(data [, i [, j]]) sends: data (or tostring(data), pushed
- * and then at *vidx) cut as string.sub would. NULL when i > j. */
+ * and then at *vidx) cut as string.sub would. When i > j: pushes false,
+ * write's result, and returns NULL. */
 static const char *write_window(lua_State *L, size_t *lenp, int *vidxp)
 {
 	lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, -1);
@@ -847,8 +836,10 @@ static const char *write_window(lua_State *L, size_t *lenp, int *vidxp)
 	else if (j > (lua_Integer)len)
 		j = (lua_Integer)len;
 	*vidxp = vidx;
-	if (i > j)
+	if (i > j) {
+		lua_pushboolean(L, 0);
 		return NULL;
+	}
 	*lenp = (size_t)(j - i + 1);
 	return data + i - 1;
 }
@@ -862,10 +853,8 @@ static int m_write(lua_State *L)
 	size_t len;
 	int vidx;
 	const char *data = write_window(L, &len, &vidx);
-	if (!data) {
-		lua_pushboolean(L, 0);
-		return 1;
-	}
+	if (!data)
+		return 1; /* false */
 	if (s->kind == CS_SOCK_UDP)
 		return cs__udp_write(L, s, data, len);
 	if (!s->conn)
@@ -960,10 +949,8 @@ static int m_write_any(lua_State *L)
 	size_t len;
 	int vidx;
 	const char *data = write_window(L, &len, &vidx);
-	if (!data) {
-		lua_pushboolean(L, 0);
-		return 1;
-	}
+	if (!data)
+		return 1; /* false */
 	ssize_t n = cs_conn_try_send(s->conn, data, len);
 	if (n == (ssize_t)len) {
 		lua_pushboolean(L, 1);

@@ -71,10 +71,7 @@ static int take_datagram(cs_sock *s, lua_State *W, bool from)
  * connection to lose: an ICMP error concerns one datagram). */
 static int push_read_error(lua_State *W, int err)
 {
-	lua_pushnil(W);
-	lua_pushstring(W, "socketreadfailed");
-	lua_pushstring(W, strerror(-err));
-	return 3;
+	return cs__fail_why(W, "socketreadfailed", strerror(-err));
 }
 
 void cs__udp_readable(cs_sock *s)
@@ -139,23 +136,26 @@ int cs__udp_read(lua_State *L, cs_sock *s)
 	return cs__park(L, s, CS_WAIT_READ);
 }
 
-/* One datagram to the connected peer. */
+/* One datagram, to `to` or (NULL) to the connected peer: true, or nil,
+ * "socketwritefailed", reason. */
+static int send_datagram(lua_State *L, cs_sock *s, const char *data, size_t len, const struct sockaddr *to,
+			 socklen_t tolen)
+{
+	ssize_t n;
+	do
+		n = sendto(cs_conn_fd(s->conn), data, len, MSG_DONTWAIT | MSG_NOSIGNAL, to, tolen);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return cs__fail_why(L, "socketwritefailed", strerror(errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 int cs__udp_write(lua_State *L, cs_sock *s, const char *data, size_t len)
 {
 	if (!s->conn)
 		return cs__fail(L, "socketclosed");
-	ssize_t n;
-	do
-		n = send(cs_conn_fd(s->conn), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		lua_pushnil(L);
-		lua_pushstring(L, "socketwritefailed");
-		lua_pushstring(L, strerror(errno));
-		return 3;
-	}
-	lua_pushboolean(L, 1);
-	return 1;
+	return send_datagram(L, s, data, len, NULL, 0);
 }
 
 /* sock:sendto(data, host, port) */
@@ -173,31 +173,12 @@ int cs__udp_sendto(lua_State *L)
 		return cs__fail(L, "socketclosed");
 	struct addrinfo *res;
 	int gai = resolve(host, (int)port, s->ipv6, &res);
-	if (gai) {
-		lua_pushnil(L);
-		lua_pushstring(L, "cannotresolve");
-		lua_pushstring(L, gai_strerror(gai));
-		return 3;
-	}
-	if (!s->conn) { /* closed while a pool thread resolved */
-		freeaddrinfo(res);
-		return cs__fail(L, "socketclosed");
-	}
-	ssize_t n;
-	do
-		n = sendto(cs_conn_fd(s->conn), data, len, MSG_DONTWAIT | MSG_NOSIGNAL, res->ai_addr,
-			   res->ai_addrlen);
-	while (n < 0 && errno == EINTR);
-	int err = errno;
+	if (gai)
+		return cs__fail_why(L, "cannotresolve", gai_strerror(gai));
+	int nvals = s->conn ? send_datagram(L, s, data, len, res->ai_addr, res->ai_addrlen)
+			    : cs__fail(L, "socketclosed"); /* closed while a pool thread resolved */
 	freeaddrinfo(res);
-	if (n < 0) {
-		lua_pushnil(L);
-		lua_pushstring(L, "socketwritefailed");
-		lua_pushstring(L, strerror(err));
-		return 3;
-	}
-	lua_pushboolean(L, 1);
-	return 1;
+	return nvals;
 }
 
 /* setoption() names that only datagram sockets have. 1: handled (result
@@ -273,10 +254,7 @@ static int udpcon_fail(lua_State *L, int fd, const char *what, int err)
 {
 	if (fd >= 0)
 		close(fd);
-	lua_pushnil(L);
-	lua_pushstring(L, what);
-	lua_pushstring(L, strerror(err));
-	return 3;
+	return cs__fail_why(L, what, strerror(err));
 }
 
 /* Runs on the loop thread; a hostname was already resolved by the caller
@@ -294,12 +272,8 @@ static int l_udpcon(lua_State *L)
 	struct addrinfo *peer = NULL;
 	if (o.host) {
 		int gai = resolve(o.host, (int)o.port, o.ipv6, &peer);
-		if (gai) {
-			lua_pushnil(L);
-			lua_pushstring(L, "cannotresolve");
-			lua_pushstring(L, gai_strerror(gai));
-			return 3;
-		}
+		if (gai)
+			return cs__fail_why(L, "cannotresolve", gai_strerror(gai));
 	}
 	int family = peer ? peer->ai_family : o.ipv6 ? AF_INET6 : AF_INET;
 	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -75,6 +75,14 @@ int cs__fail(lua_State *L, const char *msg)
 	return 2;
 }
 
+int cs__fail_why(lua_State *L, const char *msg, const char *why)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, msg);
+	lua_pushstring(L, why);
+	return 3;
+}
+
 /* ---- scheduling ------------------------------------------------------ */
 
 static void link_cosocket(cs_vm *vm, cs_sock *s)

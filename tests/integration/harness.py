@@ -559,6 +559,23 @@ class PatternSource:
         return (head + self.block[off:off + size])[:size]
 
 
+def no_lua_errors(d, since=0):
+    errs = d.errors(since)
+    check(not errs, f"errors logged: {errs[:5]}")
+
+
+def wait_seed12b_queue_full(d, timeout=120):
+    """Seed Example 12b's writer stops at "Socket queue full <queued> <limit>"
+    (not "Socket error"); returns (queued, limit) after checking that the
+    queue reached the default limit of 16 KiB."""
+    m = d.wait_log(r"^Socket (queue full|error)\t(\S+)(?:\t(\S+))?$", timeout=timeout)
+    check(m.group(1) == "queue full", f"12b's write failed: {m.group(0)!r}")
+    queued, limit = int(m.group(2)), int(m.group(3))
+    check_eq(limit, 16384, "sock:queuelen() (the default limit)")
+    check(queued >= limit, f"write returned nil,{queued}: below the queue limit {limit}")
+    return queued, limit
+
+
 def check_lua_checks(d, expected, timeout=45.0):
     """Wait for a check script's "CHECKS DONE"; every name in expected must
     have been reported, and none may have failed."""

@@ -11,14 +11,10 @@ import time
 
 from harness import (LOOPBACK, PatternSource, Server, Suite, TestFailure, check, check_eq,
                      connect, deadline_after, echo_handler, exchange, remaining,
-                     stop_and_check_exit, unused_port)
+                     no_lua_errors, stop_and_check_exit, unused_port,
+                     wait_seed12b_queue_full)
 
 suite = Suite("seeds", overall_timeout=400)
-
-
-def no_lua_errors(d, since=0):
-    errs = d.errors(since)
-    check(not errs, f"errors logged: {errs[:5]}")
 
 
 @suite.case(timeout=60)
@@ -164,11 +160,7 @@ def example12b_writer_gets_queue_full():
     # buffers taking megabytes first, that is a great many lines
     d = suite.script("seed12c_server.lua", 0, "12b")
     d.wait_listening()
-    m = d.wait_log(r"^Socket (queue full|error)\t(\S+)(?:\t(\S+))?$", timeout=120)
-    check(m.group(1) == "queue full", f"12b's write failed: {m.group(0)!r}")
-    queued, limit = int(m.group(2)), int(m.group(3))
-    check_eq(limit, 16384, "sock:queuelen() (the default limit)")
-    check(queued >= limit, f"write returned nil,{queued}: below the queue limit {limit}")
+    queued, limit = wait_seed12b_queue_full(d)
     d.wait_log(r"received first message; now stop$", timeout=10)
     failed = d.find_log(r": nil\t(\d+)$")
     check(len(failed) == 1 and failed[0].group(1) == str(queued),

@@ -15,7 +15,8 @@ import time
 from harness import (LOOPBACK, PatternSource, Server, Suite, TestFailure, check, check_eq,
                      check_lua_checks, connect, deadline_after, exchange, full_backlog_port,
                      recv_exact, remaining,
-                     stop_and_check_exit, unused_port)
+                     no_lua_errors, stop_and_check_exit, unused_port,
+                     wait_seed12b_queue_full)
 
 suite = Suite("threads", overall_timeout=500)
 
@@ -36,11 +37,6 @@ pool.read_cosocket_raises pool.write_s_socket pool.write_s_socket_arrives pool.w
 pool.started_cosocket_connects pool.started_cosocket_reads pool.after_starting_cosocket
 rmode.write_one_value rmode.read rmode.write_big rmode.write_big_echoed pool.after_error
 """.split()
-
-
-def no_lua_errors(d, since=0):
-    errs = d.errors(since)
-    check(not errs, f"errors logged: {errs[:5]}")
 
 
 @suite.case(timeout=90)
@@ -67,13 +63,17 @@ def time_server_handler(c):
     c.sendall(struct.pack(">I", TIME_VALUE))
 
 
-@suite.case(timeout=30)
-def example01_blocking_client_on_pool_thread():
+def run_time_client(example):
     srv = Server(suite, time_server_handler)
-    d = suite.script("seed_threads.lua", "1", 0, srv.port)
+    d = suite.script("seed_threads.lua", example, 0, srv.port)
     d.wait_log(r"^NTP Date and time:\t2023-11-14 22:13:20$", timeout=10)
     no_lua_errors(d)
     stop_and_check_exit(d)
+
+
+@suite.case(timeout=30)
+def example01_blocking_client_on_pool_thread():
+    run_time_client("1")
 
 
 def http_get(port, deadline):
@@ -151,11 +151,7 @@ def example04_r_mode_client_reads():
 
 @suite.case(timeout=30)
 def example06_connect_on_pool_thread_then_r_cosocket():
-    srv = Server(suite, time_server_handler)
-    d = suite.script("seed_threads.lua", "6", 0, srv.port)
-    d.wait_log(r"^NTP Date and time:\t2023-11-14 22:13:20$", timeout=10)
-    no_lua_errors(d)
-    stop_and_check_exit(d)
+    run_time_client("6")
 
 
 def run_echo_example(example, rounds, max_len, conns):
@@ -218,10 +214,7 @@ def example08_deferred_writes_on_pool_threads():
 def example12b_page_on_pool_thread_gets_queue_full():
     d = suite.script("seed12c_server.lua", 0, "12b-thread")
     d.wait_listening()
-    m = d.wait_log(r"^Socket (queue full|error)\t(\S+)(?:\t(\S+))?$", timeout=120)
-    check(m.group(1) == "queue full", f"12b's write failed: {m.group(0)!r}")
-    queued, limit = int(m.group(2)), int(m.group(3))
-    check(queued >= limit == 16384, f"write returned nil,{queued} with limit {limit}")
+    queued, limit = wait_seed12b_queue_full(d)
     d.wait_log(r"received first message; now stop$", timeout=10)
     no_lua_errors(d)
     stop_and_check_exit(d)

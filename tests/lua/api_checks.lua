@@ -45,18 +45,10 @@ local function waitFor(cond, ms)
    return true
 end
 
--- A loopback server inside the script: each accepted socket runs the current
--- `serverHandler` as an "s" cosocket.
-local serverHandler
-local ls = lib.listen(0)
-local _, lport = ls:sockname()
-ls:event(function(l)
-   while true do
-      local s = l:accept()
-      if not s then break end
-      s:event(serverHandler, "s")
-   end
-end)
+-- The script's own loopback server; server.handler serves each connection.
+local server = lib.handlerServer()
+local lport = server.port
+local ls = server.listener
 
 local tests = {}
 local function test(name, fn) tests[#tests + 1] = {name = name, fn = fn} end
@@ -254,7 +246,7 @@ end)
 
 test("read_timeout", function()
    local srv
-   serverHandler = function(s)
+   server.handler = function(s)
       local t0 = ba.clock()
       local d, e = s:read(200)
       local dt = ba.clock() - t0
@@ -280,7 +272,7 @@ end)
 -- ---- names, state, tostring, close, stat -------------------------------------
 
 test("sockinfo", function()
-   serverHandler = function(s)
+   server.handler = function(s)
       local _, pport = s:peername()
       s:write(tostring(pport))
       s:read()
@@ -337,7 +329,7 @@ test("misuse", function()
    ok, err = pcall(ls.event, ls, function() end)
    check("misuse.event_again", not ok and tostring(err):find("Already in async/cosocket mode"), err)
    local c
-   serverHandler = function(s) s:read() end
+   server.handler = function(s) s:read() end
    ba.socket.event(function(cs) ba.socket.connect(LO, lport); c = cs; cs:read() end)
    waitFor(function() return c end, 2000)
    ok, err = pcall(c.read, c)
@@ -348,7 +340,7 @@ end)
 -- ---- write in "s" mode -------------------------------------------------------
 
 test("write", function()
-   serverHandler = function(s)
+   server.handler = function(s)
       while s:read() do end
    end
    local r = await(function(c)
@@ -368,7 +360,7 @@ end)
 -- 32 KiB to an idle connection must not hit the 16 KiB queue limit.
 test("write_from_timer", function()
    local got = 0
-   serverHandler = function(s)
+   server.handler = function(s)
       while true do
          local d = s:read()
          if not d then break end
@@ -433,7 +425,7 @@ test("disable_enable", function()
 
    -- the proxy's hand-over: Y connects, then gives its socket to X
    local handed
-   serverHandler = function(s) s:write("from server"); s:read() end
+   server.handler = function(s) s:write("from server"); s:read() end
    local xs = ba.socket.event(function(xsock)
       ba.socket.event(function(ysock)
          if ba.socket.connect(LO, lport) ~= ysock then return end
@@ -450,7 +442,7 @@ test("disable_enable", function()
    -- disable() from outside pauses reading (back-pressure), enable() resumes
    local received = {}
    local srvSock
-   serverHandler = function(s)
+   server.handler = function(s)
       srvSock = s
       while true do
          local d = s:read()
@@ -484,7 +476,7 @@ end)
 -- accepted (accepting is FIFO), so every older connection has its handler.
 local function settleAccepts()
    local probeSeen = false
-   serverHandler = function(s)
+   server.handler = function(s)
       local d = s:read()
       if d == "PROBE" then probeSeen = true end
       while d do d = s:read() end

@@ -35,6 +35,22 @@ function M.serveSeed(port, body)
    end)
 end
 
+-- A loopback server inside the script: each accepted socket runs the
+-- current server.handler(sock) as an "s" cosocket. server.port is its
+-- port, server.listener its listen socket.
+function M.handlerServer()
+   local ls = M.listen(0)
+   local server = {listener = ls, port = select(2, ls:sockname())}
+   ls:event(function(l)
+      while true do
+         local s = l:accept()
+         if not s then break end
+         s:event(server.handler, "s")
+      end
+   end)
+   return server
+end
+
 -- Report one check as "CHECK <name> ok" or "CHECK <name> FAIL <why>".
 function M.check(name, ok, ...)
    if ok then

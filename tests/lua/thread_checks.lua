@@ -9,18 +9,9 @@ local lib = require"testlib"
 local check = lib.check
 local LO = "127.0.0.1"
 
--- A loopback server: each accepted socket runs serverHandler(sock) as an
--- "s" cosocket.
-local serverHandler
-local ls = lib.listen(0)
-local _, lport = ls:sockname()
-ls:event(function(l)
-   while true do
-      local s = l:accept()
-      if not s then break end
-      s:event(serverHandler, "s")
-   end
-end)
+-- The script's own loopback server; server.handler serves each connection.
+local server = lib.handlerServer()
+local lport = server.port
 
 local function echoHandler(s)
    while true do
@@ -123,7 +114,7 @@ end)
 -- ---- blocking read and write ---------------------------------------------------
 
 jobStep(function()
-   serverHandler = echoHandler
+   server.handler = echoHandler
    local s, err = ba.socket.connect(LO, lport)
    check("blocking.connect", s ~= nil, err)
    local st, valid = s:state()
@@ -150,7 +141,7 @@ jobStep(function()
 end)
 
 jobStep(function()
-   serverHandler = silentHandler
+   server.handler = silentHandler
    local s = ba.socket.connect(LO, lport)
    local t0 = ba.clock()
    local d, err = s:read(150)
@@ -163,7 +154,7 @@ end)
 
 jobStep(function()
    -- Closing from another thread ends a blocking read at once.
-   serverHandler = silentHandler
+   server.handler = silentHandler
    local s = ba.socket.connect(LO, lport)
    local closer = ba.thread.create()
    closer:run(function()
@@ -179,7 +170,7 @@ end)
 
 jobStep(function()
    -- ... and from a timer on the dispatcher thread.
-   serverHandler = silentHandler
+   server.handler = silentHandler
    local s = ba.socket.connect(LO, lport)
    ba.timer(function() s:close() end):set(100, true)
    local d, err = s:read(5000)
@@ -188,7 +179,7 @@ end)
 
 jobStep(function()
    -- The peer closes: socketreadfailed, then the dead-socket guard.
-   serverHandler = function(s) s:write("bye") end
+   server.handler = function(s) s:write("bye") end
    local s = ba.socket.connect(LO, lport)
    local got = s:read(2000)
    local d, err = s:read(2000)
@@ -199,7 +190,7 @@ end)
 
 step(function()
    -- A blocking socket cannot be read on the dispatcher thread.
-   serverHandler = silentHandler
+   server.handler = silentHandler
    ba.thread.run(function()
       local s = ba.socket.connect(LO, lport)
       ba.timer(function()
@@ -216,7 +207,7 @@ end)
 step(function()
    -- A pool thread may not read a cosocket's socket; it may write to it, and
    -- then gets "s"-mode results (true, queued bytes).
-   serverHandler = echoHandler
+   server.handler = echoHandler
    ba.socket.event(function(me)
       local s = ba.socket.connect(LO, lport)
       ba.thread.run(function()
@@ -236,7 +227,7 @@ end)
 step(function()
    -- At its queue limit, a pool thread's write is refused with the
    -- queued byte count, like any writer that cannot wait.
-   serverHandler = function(s) s:read(); ba.sleep(1500); s:close() end
+   server.handler = function(s) s:read(); ba.sleep(1500); s:close() end
    ba.socket.event(function(me)
       local s = ba.socket.connect(LO, lport)
       s:queuelen(1000)
@@ -259,7 +250,7 @@ end)
 step(function()
    -- A cosocket started from a pool thread is a cosocket like any other:
    -- its connect and read yield (they do not act for the pool thread).
-   serverHandler = echoHandler
+   server.handler = echoHandler
    ba.thread.run(function()
       ba.socket.event(function()
          local c, err = ba.socket.connect(LO, lport)
@@ -277,7 +268,7 @@ end)
 
 step(function()
    -- "r" mode: reads yield, writes return one value once sent.
-   serverHandler = echoHandler
+   server.handler = echoHandler
    local s = ba.socket.connect(LO, lport)
    s:event(function(sock)
       local r = table.pack(sock:write("r-mode"))

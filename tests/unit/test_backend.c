@@ -263,6 +263,22 @@ static ssize_t peer_read_some(int fd, size_t *got, size_t max)
 	return n;
 }
 
+/* Read (and check) the pattern as the loop sends it until the FIN, within
+ * 30 s; returns the bytes read. */
+static size_t peer_read_until_fin(int peer)
+{
+	size_t got = 0;
+	ssize_t n = 1;
+	uint64_t end = t_now_ms() + 30000;
+	while (n != 0 && t_now_ms() < end) {
+		n = peer_read_some(peer, &got, 64 * 1024);
+		cr_assert(n >= 0 || n == -EAGAIN, "peer read: %s", strerror((int)-n));
+		t_poll(loop, n > 0 ? 0 : 1);
+	}
+	cr_assert_eq(n, 0, "no FIN within the deadline");
+	return got;
+}
+
 /* ---- accept ------------------------------------------------------------- */
 
 Test(backend, accept_without_pending_connection_calls_back_later)
@@ -744,15 +760,7 @@ Test(backend, shutdown_write_sends_fin_after_the_queued_bytes_and_keeps_receivin
 	queue_bulk(c, big);
 	cr_assert_eq(cs_conn_shutdown_write(c), 0);
 
-	size_t got = 0;
-	ssize_t n = 1;
-	uint64_t end = t_now_ms() + 30000;
-	while (n != 0 && t_now_ms() < end) {
-		n = peer_read_some(peer, &got, 64 * 1024);
-		cr_assert(n >= 0 || n == -EAGAIN, "peer read: %s", strerror((int)-n));
-		t_poll(loop, n > 0 ? 0 : 1);
-	}
-	cr_assert_eq(n, 0, "no FIN within the deadline");
+	size_t got = peer_read_until_fin(peer);
 	cr_expect_eq(got, BULK, "FIN after %zu of %d bytes", got, BULK);
 	write_all(peer, "reply");
 	char buf[CS_RECV_CHUNK];
@@ -886,15 +894,7 @@ Test(backend, graceful_close_flushes_the_queue_before_fin)
 	cr_assert_gt(cs_conn_queued(c), 0);
 	close_conn(c, &r, true);
 
-	size_t got = 0;
-	ssize_t n = 1;
-	uint64_t end = t_now_ms() + 30000;
-	while (n != 0 && t_now_ms() < end) {
-		n = peer_read_some(peer, &got, 64 * 1024);
-		cr_assert(n >= 0 || n == -EAGAIN, "peer read: %s", strerror((int)-n));
-		t_poll(loop, n > 0 ? 0 : 1);
-	}
-	cr_assert_eq(n, 0, "no FIN within the deadline");
+	size_t got = peer_read_until_fin(peer);
 	cr_expect_eq(got, BULK, "peer got %zu of %d bytes before FIN", got, BULK);
 	cr_assert(T_POLL_UNTIL(loop, conns_in_use() == 0, T_DEADLINE_MS));
 	expect_released_in_order(BULK_CHUNKS);
