@@ -9,10 +9,17 @@
 
 #include "log.h"
 
+static char log_tag[32];
+
+void cs_log_set_tag(const char *tag)
+{
+	snprintf(log_tag, sizeof(log_tag), "%s", tag ? tag : "");
+}
+
 void cs_log_line(int prio, const char *line)
 {
 	char buf[4096];
-	int n = snprintf(buf, sizeof(buf) - 1, "<%d>%s", prio, line);
+	int n = snprintf(buf, sizeof(buf) - 1, "<%d>%s%s", prio, log_tag, line);
 	if (n < 0)
 		return;
 	if ((size_t)n > sizeof(buf) - 2)

@@ -6,6 +6,9 @@
 #define CS_LOG_H
 
 void cs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Put tag (e.g. "[worker 3] ") in front of every record of this process
+ * from now on; NULL or "" for none. */
+void cs_log_set_tag(const char *tag);
 /* A preformatted record (newlines are not expected). */
 void cs_log_line(int prio, const char *line);
 

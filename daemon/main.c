@@ -5,6 +5,10 @@
  *   cosockd [OPTIONS] SCRIPT.lua [ARGS...]
  *   cosockd [OPTIONS] proxy --listen [ADDR:]PORT --upstream HOST:PORT
  *   cosockd [OPTIONS] echo --listen [ADDR:]PORT
+ *
+ * Without --workers the program is the worker itself; with it, a master
+ * (master.c) forks that many workers, each running what follows main()'s
+ * option parsing on its own.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,11 +20,13 @@
 
 #include "log.h"
 #include "luabind.h"
+#include "master.h"
 
 /* Descriptors kept for things other than connections (logs, epoll, the
  * ring, eventfd, resolver sockets, script files). */
 #define FD_RESERVE 64
 #define SHUTDOWN_GRACE_MS 5000
+#define MAX_WORKERS 1024
 
 extern const char app_echo[], app_proxy[];
 extern const size_t app_echo_len, app_proxy_len;
@@ -32,6 +38,8 @@ struct options {
 	enum cs_backend backend;
 	long max_conns;
 	long threads;
+	long workers;        /* 0: no master, one process */
+	bool workers_given;
 	/* bundled apps */
 	const char *app;
 	char listen_addr[256];
@@ -54,6 +62,9 @@ static void usage(FILE *f)
 		"  --backend=auto|uring|epoll  dispatcher backend (default auto: io_uring if usable)\n"
 		"  --max-connections=N         connection slots (default 262144; bounded by RLIMIT_NOFILE)\n"
 		"  --threads=N                 Lua pool threads for ba.thread.run, started on demand (default 8)\n"
+		"  --workers=N|auto            run N worker processes under a master that restarts them; listeners\n"
+		"                              share their port (SO_REUSEPORT). auto: one per CPU this process may\n"
+		"                              use. Default: one process, no master; `proxy` defaults to auto\n"
 		"  -h, --help                  this text\n"
 		"  -V, --version               print the version\n");
 }
@@ -160,6 +171,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{"backend", required_argument, NULL, 'b'},
 		{"max-connections", required_argument, NULL, 'm'},
 		{"threads", required_argument, NULL, 't'},
+		{"workers", required_argument, NULL, 'w'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -186,6 +198,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 't':
 			o->threads = parse_long(optarg, 1, 1024, "--threads must be 1-1024, got '%s'");
 			break;
+		case 'w':
+			o->workers_given = true;
+			o->workers = !strcmp(optarg, "auto") ? (long)cs_master_cpu_count()
+				   : parse_long(optarg, 1, MAX_WORKERS, "--workers must be auto or 1-1024, got '%s'");
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -202,6 +219,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 	if (!strcmp(first, "proxy") || !strcmp(first, "echo")) {
 		o->app = first;
 		parse_app(argc - optind, argv + optind, o);
+		if (!o->workers_given && !strcmp(first, "proxy"))
+			o->workers = (long)cs_master_cpu_count();
 	}
 	return optind;
 }
@@ -307,27 +326,47 @@ static int serve(cs_loop *loop, cs_vm *vm)
 	return code;
 }
 
-int main(int argc, char **argv)
-{
-	struct options o = {0};
-	int idx = parse_options(argc, argv, &o);
-	uint32_t capacity = connection_capacity(o.max_conns);
+struct worker_args {
+	const struct options *o;
+	uint32_t capacity;
+	int argc;
+	char **argv;
+	int idx; /* of the script or app name in argv */
+};
 
-	struct cs_loop_config cfg = {.backend = o.backend, .max_conns = capacity};
+/* One worker: its dispatcher, its Lua state, the script, then the loop.
+ * worker is 1..N under a master, 0 without one. */
+static int run_worker(unsigned worker, void *arg)
+{
+	const struct worker_args *a = arg;
+	const struct options *o = a->o;
+	char tag[32] = "";
+	if (worker) {
+		snprintf(tag, sizeof(tag), "[worker %u] ", worker);
+		cs_log_set_tag(tag);
+	}
+	struct cs_loop_config cfg = {.backend = o->backend, .max_conns = a->capacity};
 	cs_loop *loop;
 	int r = cs_loop_create(&cfg, &cs_vm_conn_ops, NULL, &loop);
 	if (r < 0) {
 		cs_log(CS_LOG_ERR, "cosockd: cannot start the %s dispatcher: %s",
-		       o.backend == CS_BACKEND_URING ? "io_uring" : o.backend == CS_BACKEND_EPOLL ? "epoll" : "",
+		       o->backend == CS_BACKEND_URING ? "io_uring" : o->backend == CS_BACKEND_EPOLL ? "epoll" : "",
 		       strerror(-r));
 		return 1;
 	}
-	cs_log(CS_LOG_INFO, "cosockd %s: dispatcher backend %s%s, %u connection slots", COSOCKD_VERSION,
-	       cs_loop_backend(loop),
-	       o.backend == CS_BACKEND_AUTO && strcmp(cs_loop_backend(loop), "io_uring") ? " (io_uring unavailable)" : "",
-	       capacity);
+	if (worker <= 1)
+		cs_log(CS_LOG_INFO, "cosockd %s: dispatcher backend %s%s, %u connection slots%s", COSOCKD_VERSION,
+		       cs_loop_backend(loop),
+		       o->backend == CS_BACKEND_AUTO && strcmp(cs_loop_backend(loop), "io_uring") ? " (io_uring unavailable)" : "",
+		       a->capacity, worker ? " per worker" : "");
 
-	struct cs_vm_config vcfg = {.loop = loop, .log = cs_log_line, .threads = (unsigned)o.threads};
+	struct cs_vm_config vcfg = {
+		.loop = loop,
+		.log = cs_log_line,
+		.threads = (unsigned)o->threads,
+		.worker = worker,
+		.workers = worker ? (unsigned)o->workers : 0,
+	};
 	cs_vm *vm;
 	if (cs_vm_create(&vcfg, &vm) < 0) {
 		cs_log(CS_LOG_ERR, "cosockd: cannot create the Lua state");
@@ -338,13 +377,38 @@ int main(int argc, char **argv)
 	install_signals();
 	preload_apps(vm);
 
-	int code = run_script(vm, &o, argc, argv, idx) < 0 ? 1 : 0;
-	if (code == 0)
+	int code = run_script(vm, o, a->argc, a->argv, a->idx) < 0 ? 1 : 0;
+	if (code == 0) {
+		cs_master_worker_ready();
 		code = serve(loop, vm);
-	else
+	} else {
 		cs_vm_shutdown(vm);
+	}
 	cs_vm_destroy(vm);
 	signal_loop = NULL;
 	cs_loop_destroy(loop);
 	return code;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = {0};
+	int idx = parse_options(argc, argv, &o);
+	struct worker_args a = {
+		.o = &o,
+		.capacity = connection_capacity(o.max_conns),
+		.argc = argc,
+		.argv = argv,
+		.idx = idx,
+	};
+	if (!o.workers)
+		return run_worker(0, &a);
+	signal(SIGPIPE, SIG_IGN);
+	struct cs_master_config mc = {
+		.workers = (unsigned)o.workers,
+		.run_worker = run_worker,
+		.arg = &a,
+		.stop_grace_ms = SHUTDOWN_GRACE_MS,
+	};
+	return cs_master_run(&mc);
 }

@@ -141,6 +141,7 @@ struct cs_vm {
 	bool threads_stopping;
 	void *rng;                   /* wolfSSL DRBG (codec.c), made on first use */
 	char *dgram_buf;             /* one datagram being read (udp.c) */
+	bool reuseport;              /* listeners share their port (workers) */
 };
 
 /* The pool thread running on this OS thread, NULL on the loop thread. */
@@ -250,8 +251,10 @@ int cs__resolve_now(const char *host, int port, bool ipv6, bool passive, struct 
 void cs__connect_resolved(cs_sock *sock, struct addrinfo *res, int gai_err);
 /* "a.b.c.d" / "::1" and port of a sockaddr into buf; returns port. */
 int cs__addr_string(const struct sockaddr *sa, char *buf, size_t len, bool *ipv6);
-/* Parse "[ADDR:]PORT" / "[v6]:PORT" (used by the daemon too). */
-int cs__bind_listener(const char *intf, int port, bool ipv6, int *fd_out);
+/* Open a listening TCP socket on intf (NULL: every address) and port; with
+ * reuseport, SO_REUSEPORT lets every worker of a master bind the same port
+ * and the kernel spread connections among them. 0 or -errno. */
+int cs__bind_listener(const char *intf, int port, bool ipv6, bool reuseport, int *fd_out);
 
 /* timer.c */
 int cs__open_timer(lua_State *L);

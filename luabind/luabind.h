@@ -21,6 +21,10 @@ struct cs_vm_config {
 	void (*log)(int prio, const char *line);
 	unsigned resolver_threads; /* 0: 2 */
 	unsigned threads;          /* ba.thread.run's pool size; 0: 8 */
+	/* Under a master (--workers): this worker's number (1..workers) and
+	 * how many there are; listeners then set SO_REUSEPORT. 0, 0: a single
+	 * process, listeners bind exclusively. */
+	unsigned worker, workers;
 };
 
 int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out);

@@ -100,7 +100,7 @@ int cs__addr_string(const struct sockaddr *sa, char *buf, size_t len, bool *ipv6
 	return 0;
 }
 
-int cs__bind_listener(const char *intf, int port, bool ipv6, int *fd_out)
+int cs__bind_listener(const char *intf, int port, bool ipv6, bool reuseport, int *fd_out)
 {
 	struct addrinfo *res = NULL;
 	int r = intf ? resolve_numeric(intf, port, ipv6, &res) : -1;
@@ -119,6 +119,11 @@ int cs__bind_listener(const char *intf, int port, bool ipv6, int *fd_out)
 		}
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+			err = -errno;
+			close(fd);
+			continue;
+		}
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
 			freeaddrinfo(res);
 			*fd_out = fd;

@@ -611,9 +611,11 @@ static int l_bind(lua_State *L)
 	if (cur && cur->conn)
 		return cs__fail(L, "incorrectuse");
 	int fd;
-	int r = cs__bind_listener(o.intf, (int)port, o.ipv6, &fd);
+	int r = cs__bind_listener(o.intf, (int)port, o.ipv6, vm->reuseport, &fd);
 	if (r < 0)
 		return cs__fail_why(L, "bind", strerror(-r));
+	if (vm->reuseport && port == 0)
+		cs__log(vm, CS_LOG_WARNING, "bind: port 0 under --workers: each worker listens on a port of its own");
 	cs_conn *c;
 	if ((r = cs_conn_open(vm->loop, fd, NULL, &c)) < 0)
 		return cs__fail(L, "bind");

@@ -429,6 +429,7 @@ int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out)
 	vm->loop = cfg->loop;
 	vm->log = cfg->log;
 	vm->max_threads = cfg->threads;
+	vm->reuseport = cfg->workers > 0;
 	vm->L = luaL_newstate();
 	if (!vm->L) {
 		free(vm);
@@ -454,6 +455,10 @@ int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out)
 	lua_setfield(L, -2, "exit");
 	lua_pushstring(L, COSOCKD_VERSION);
 	lua_setfield(L, -2, "version");
+	lua_pushinteger(L, cfg->workers ? cfg->worker : 1);
+	lua_setfield(L, -2, "worker");
+	lua_pushinteger(L, cfg->workers ? cfg->workers : 1);
+	lua_setfield(L, -2, "workers");
 	lua_setglobal(L, "cosockd");
 
 	luaL_requiref(L, "ba", cs__open_ba, 1);

@@ -242,18 +242,45 @@ class Daemon:
                 pass
         self._reader.join(2)
 
+    def pids(self):
+        """The daemon and every process below it (a master and its workers)."""
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as f:
+                        todo += [int(c) for c in f.read().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        return out
+
+    def children(self):
+        return [p for p in self.pids() if p != self.pid]
+
     def rss_kib(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise TestFailure("no VmRSS in /proc/PID/status")
+        """VmRSS summed over the daemon's processes."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            except (FileNotFoundError, StopIteration):
+                pass
+        return total
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        """User + system CPU time summed over the daemon's processes."""
+        ticks, total = os.sysconf("SC_CLK_TCK"), 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+            except FileNotFoundError:
+                pass
+        return total / ticks
 
 
 # ---------------------------------------------------------------------------
@@ -404,6 +431,16 @@ def unused_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind((LOOPBACK, 0))
     return s, s.getsockname()[1]
+
+
+def free_port():
+    """A port free right now, for a daemon that must be told its port in
+    advance (every worker of a master binds the same one). Another program
+    could take it before the daemon does; on loopback in a test run that
+    has not been seen."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
 
 
 def recv_exact(s, n, deadline, what="recv"):

@@ -8,9 +8,9 @@ import socket
 import threading
 import time
 
-from harness import (LOOPBACK, PatternSource, Server, Suite, TestFailure, check, check_eq,
+from harness import (LISTEN_RE, LOOPBACK, PatternSource, Server, Suite, TestFailure, check, check_eq,
                      connect, deadline_after, expect_closed, recv_exact, remaining,
-                     stop_and_check_exit, unused_port)
+                     free_port, stop_and_check_exit, unused_port)
 
 suite = Suite("proxy", overall_timeout=540)
 
@@ -20,8 +20,13 @@ RSS_SLACK_KIB = 64 << 10
 
 
 def start_proxy(upstream, *extra):
-    d = suite.daemon("proxy", "--listen", f"{LOOPBACK}:0", "--upstream", upstream, *extra)
-    return d, d.wait_listening()
+    """`cosockd proxy` with its default workers (one per CPU), all on one
+    port; returns once every worker listens."""
+    port = free_port()
+    d = suite.daemon("proxy", "--listen", f"{LOOPBACK}:{port}", "--upstream", upstream, *extra)
+    m = d.wait_log(r"master \(pid \d+\): starting (\d+) workers")
+    d.wait_log(LISTEN_RE, count=int(m.group(1)))
+    return d, port
 
 
 def produce(total, seed):
