@@ -30,6 +30,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bare_util.h"
+
 #define READ_SIZE (16 * 1024)
 #define MAX_EVENTS 256
 
@@ -46,54 +48,7 @@ struct conn {
 
 static void die(const char *what)
 {
-	fprintf(stderr, "cs-bare-echo: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-/* Parse "A.B.C.D:PORT" into sa. Returns 0, or -1 when malformed. */
-static int parse_addr(const char *s, struct sockaddr_in *sa)
-{
-	const char *colon = strrchr(s, ':');
-	char host[64];
-	char *end;
-
-	if (!colon || (size_t)(colon - s) >= sizeof(host))
-		return -1;
-	memcpy(host, s, colon - s);
-	host[colon - s] = '\0';
-	long port = strtol(colon + 1, &end, 10);
-	if (*end || end == colon + 1 || port < 0 || port > 65535)
-		return -1;
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	sa->sin_port = htons((uint16_t)port);
-	return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
-
-/* Holding many idle connections needs many fds: take all we may have. */
-static void raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
-static int listen_on(const struct sockaddr_in *sa)
-{
-	int one = 1;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
-		die("socket");
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0)
-		die("bind");
-	if (listen(fd, SOMAXCONN) < 0)
-		die("listen");
-	return fd;
+	cs__bare_die("cs-bare-echo", what);
 }
 
 static void conn_close(struct conn *c)
@@ -270,14 +225,14 @@ int main(int argc, char **argv)
 
 	if (argc != 3 || strcmp(argv[1], "--listen") != 0)
 		usage();
-	if (parse_addr(argv[2], &sa) < 0) {
+	if (cs__bare_parse_addr(argv[2], &sa) < 0) {
 		fprintf(stderr, "cs-bare-echo: bad address '%s'\n", argv[2]);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN); /* a peer reset must not kill us */
-	raise_nofile();
+	cs__bare_raise_nofile();
 
-	int lfd = listen_on(&sa);
+	int lfd = cs__bare_listen("cs-bare-echo", &sa);
 	int epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 		die("epoll_create1");

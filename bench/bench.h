@@ -1,10 +1,14 @@
 /*
  * bench.h - what the cosockd-bench source files share: the subcommands,
  * option parsing helpers, socket and /proc helpers, and a tiny JSON writer.
+ * The load scenarios' shared run skeleton is in load.h, their pacing in
+ * pace.h, the live progress line in progress.h, HTTP scanning in http.h.
  *
  * Errors: helpers that can fail return 0 or -errno (sockets) or -1 (parsing,
  * /proc) and never exit; only the subcommands decide to give up, through
- * cs__fail(), which prints one line and exits 1.
+ * cs__fail(), which prints one line and exits 1, or cs__fail_usage() for a
+ * bad command line (exit 2). The option parsers below are the one exception:
+ * they stand for the command line and call cs__fail_usage() themselves.
  */
 #ifndef CS_BENCH_H
 #define CS_BENCH_H
@@ -22,14 +26,22 @@
 
 /* A subcommand: argv[0] is the subcommand's name. Returns the exit status. */
 int cs__cmd_echo(int argc, char **argv);
+int cs__cmd_rr(int argc, char **argv);
+int cs__cmd_bulk(int argc, char **argv);
 int cs__cmd_conns(int argc, char **argv);
+int cs__cmd_serve(int argc, char **argv);
 
 /* Print "cosockd-bench: <message>" on stderr and exit(1). */
 void cs__fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
-/* Parsers for option values; on a malformed value they call cs__fail()
- * naming the option. */
+/* The same for a bad command line: exit(2). */
+void cs__fail_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Parsers for option values; on a malformed value they call
+ * cs__fail_usage() naming the option. A target needs a port; a listen
+ * address may have port 0 (any free port). */
 void cs__parse_target(const char *opt, const char *s, struct sockaddr_in *sa);
+void cs__parse_listen(const char *opt, const char *s, struct sockaddr_in *sa);
 uint64_t cs__parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max);
 double cs__parse_secs(const char *opt, const char *s);
 
@@ -52,6 +64,14 @@ uint64_t cs__raise_nofile(void);
  * ports per address instead of N from one. Returns the fd or -errno. */
 int cs__connect(const struct sockaddr_in *target, uint64_t index, int timeout_ms);
 
+/* Start a non-blocking connection from the same source address as
+ * cs__connect(); it completes (or fails: SO_ERROR) by the first EPOLLOUT.
+ * Returns the fd or -errno. */
+int cs__connect_start(const struct sockaddr_in *target, uint64_t index);
+
+/* Make fd non-blocking; 0 or -errno. */
+int cs__set_nonblock(int fd);
+
 /* The source address cs__connect() uses for index, as text (static
  * buffer). */
 const char *cs__source_name(const struct sockaddr_in *target, uint64_t index);
@@ -72,6 +92,11 @@ int cs__server_usage(pid_t pid, struct cs__usage *u);
 /* Fill out[len] with the byte pattern messages are made of: position i of
  * every message carries the same byte, so echoes can be checked cheaply. */
 void cs__fill_pattern(unsigned char *out, size_t len);
+
+/* The pattern repeats every CS__PATTERN_PERIOD bytes: byte i of an endless
+ * stream of it is byte i % CS__PATTERN_PERIOD of any pattern buffer, so a
+ * buffer of len + CS__PATTERN_PERIOD bytes serves every stream offset. */
+#define CS__PATTERN_PERIOD 251
 
 /*
  * JSON writer. Objects nest up to CS__JSON_DEPTH; keys are NULL inside

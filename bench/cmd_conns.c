@@ -13,8 +13,10 @@
  * The parent reads the server's VmRSS (--pid) before the children start and
  * again once every child reports all its connections established and
  * echoed; (after - before) / N is the cost of an idle connection. It then
- * holds them for --hold seconds, asks the children to check that none was
- * dropped meanwhile, and closes everything.
+ * holds them for --hold seconds and releases the children, which prove
+ * every connection still live with one more echo round trip (all of a
+ * child's in flight at once, within VERIFY_MS): those are "verified", any
+ * other was dropped meanwhile. Then everything is closed.
  *
  * Parent and children talk over pipes: each child writes fixed-size
  * reports on its own pipe (smaller than PIPE_BUF, so atomic); the parent
@@ -34,9 +36,11 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "progress.h"
 
 #define CHILD_MAX_CONNS 9000
 #define CONNECT_TIMEOUT_MS 10000
+#define VERIFY_MS 10000
 
 struct conns_cfg {
 	struct sockaddr_in target;
@@ -52,8 +56,9 @@ struct conns_cfg {
  * failed) and once more when it has been released. */
 struct child_report {
 	int32_t ok;
-	uint64_t held;    /* connections established and echoed */
-	uint64_t dropped; /* second report: found closed by the server */
+	uint64_t held;     /* connections established and echoed */
+	uint64_t verified; /* second report: echoed again after the hold */
+	uint64_t dropped;  /* second report: not */
 	char msg[200];    /* why it failed */
 };
 
@@ -111,13 +116,44 @@ static int ping(int fd)
 	return in == out ? 0 : -EPROTO;
 }
 
-/* Has the server closed (or reset) this idle connection? */
-static int was_dropped(int fd)
+/* One more 1-byte round trip on each of fds[0, n), all sent before any is
+ * read, and every read bounded by one deadline VERIFY_MS away. Returns how
+ * many came back right. */
+static uint64_t verify_all(const int *fds, uint64_t n)
 {
-	char b;
-	ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	uint64_t deadline = cs__now_ns() + VERIFY_MS * 1000000ull, ok = 0;
+	unsigned char *sent = calloc(n ? n : 1, 1);
+	const char out = 'v';
 
-	return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+	if (!sent)
+		return 0;
+	for (uint64_t k = 0; k < n; k++) {
+		ssize_t w;
+		do
+			w = send(fds[k], &out, 1, MSG_NOSIGNAL);
+		while (w < 0 && errno == EINTR);
+		sent[k] = w == 1;
+	}
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t now = cs__now_ns();
+		uint64_t left_us = now < deadline ? (deadline - now) / 1000 : 0;
+		struct timeval tv = {
+			.tv_sec = (time_t)(left_us / 1000000),
+			.tv_usec = left_us % 1000000 ? (suseconds_t)(left_us % 1000000) : 1000,
+		};
+		char in = 0;
+		ssize_t r;
+
+		if (!sent[k])
+			continue;
+		setsockopt(fds[k], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		do
+			r = recv(fds[k], &in, 1, 0);
+		while (r < 0 && errno == EINTR);
+		ok += r == 1 && in == out;
+	}
+	free(sent);
+	return ok;
 }
 
 static void child_run(const struct conns_cfg *cfg, const struct child *me,
@@ -152,10 +188,10 @@ static void child_run(const struct conns_cfg *cfg, const struct child *me,
 	/* Hold until the parent closes the release pipe (or dies). */
 	while (read(release_fd, &b, 1) < 0 && errno == EINTR)
 		;
-	for (uint64_t k = 0; k < me->n; k++) {
-		r.dropped += (uint64_t)was_dropped(fds[k]);
+	r.verified = verify_all(fds, me->n);
+	r.dropped = me->n - r.verified;
+	for (uint64_t k = 0; k < me->n; k++)
 		close(fds[k]);
-	}
 	child_report(report_fd, &r);
 	_exit(0);
 }
@@ -228,15 +264,24 @@ static size_t reap_children(struct child *kids, size_t nkids)
 	return bad;
 }
 
-static void sleep_secs(double s)
+/* Hold for s seconds, showing progress once a second meanwhile. */
+static void hold(double s, uint64_t held)
 {
-	if (s > 0)
-		cs__sleep_until(cs__now_ns() + (uint64_t)(s * 1e9));
+	uint64_t t0 = cs__now_ns(), end = t0 + (uint64_t)(s * 1e9);
+
+	for (uint64_t t = t0 + CS__NS_PER_SEC; cs__progress_enabled() && t < end;
+	     t += CS__NS_PER_SEC) {
+		cs__sleep_until(t);
+		cs__progress_line("  holding %llu connections: %.0fs of %.3gs",
+				  (unsigned long long)held, (double)(t - t0) / 1e9, s);
+	}
+	cs__sleep_until(end);
+	cs__progress_end();
 }
 
 struct conns_result {
 	size_t procs;
-	uint64_t held, dropped;
+	uint64_t held, verified, dropped;
 	double open_s;                  /* time to establish and echo all */
 	struct cs__usage before, after; /* of the server, when --pid */
 };
@@ -251,11 +296,11 @@ static double per_conn(const struct conns_result *r)
 static void print_result(const struct conns_cfg *cfg, const struct conns_result *r)
 {
 	printf("conns %s: %llu held by %zu process%s, opened and echoed in %.2f s "
-	       "(%.0f/s), held %.3g s, %llu dropped meanwhile\n",
+	       "(%.0f/s), held %.3g s, then %llu verified live by an echo, %llu dropped\n",
 	       cfg->target_str, (unsigned long long)r->held, r->procs,
 	       r->procs == 1 ? "" : "es", r->open_s,
 	       r->open_s > 0 ? (double)r->held / r->open_s : 0.0, cfg->hold,
-	       (unsigned long long)r->dropped);
+	       (unsigned long long)r->verified, (unsigned long long)r->dropped);
 	if (cfg->pid)
 		printf("  server pid %d (%u process%s): RSS %.1f MiB -> %.1f MiB, "
 		       "%.0f B per connection; fds %lld -> %lld\n",
@@ -286,6 +331,7 @@ static void write_json(const struct conns_cfg *cfg, const struct conns_result *r
 	cs__json_end(&j);
 	cs__json_begin(&j, "results");
 	cs__json_u64(&j, "held", r->held);
+	cs__json_u64(&j, "verified", r->verified);
 	cs__json_u64(&j, "dropped", r->dropped);
 	cs__json_u64(&j, "processes", r->procs);
 	cs__json_num(&j, "open_s", r->open_s);
@@ -340,11 +386,13 @@ static void parse_args(struct conns_cfg *cfg, int argc, char **argv)
 		case 'p': cfg->pid = (pid_t)cs__parse_u64("--pid", optarg, 1, 1u << 30); break;
 		case 'j': cfg->json = optarg; break;
 		case 'h': usage(0); break;
-		default: usage(2);
+		default: exit(2); /* getopt said why */
 		}
 	}
-	if (optind != argc || !cfg->target_str || !cfg->count)
-		usage(2);
+	if (optind != argc)
+		cs__fail_usage("conns: unexpected argument '%s' (try --help)", argv[optind]);
+	if (!cfg->target_str || !cfg->count)
+		cs__fail_usage("conns: --target and --count are required (try --help)");
 }
 
 /* Connections per child: CHILD_MAX_CONNS, or less when the fd limit (the
@@ -390,11 +438,12 @@ int cs__cmd_conns(int argc, char **argv)
 		snprintf(first_err, sizeof(first_err), "server pid %d is gone",
 			 (int)cfg.pid);
 	if (!first_err[0])
-		sleep_secs(cfg.hold);
+		hold(cfg.hold, r.held);
 
 	close(release);
 	for (size_t k = 0; k < r.procs && !first_err[0]; k++) {
 		read_report(&kids[k], &rep);
+		r.verified += rep.verified;
 		r.dropped += rep.dropped;
 		if (!rep.ok)
 			memcpy(first_err, rep.msg, sizeof(first_err));
@@ -409,7 +458,8 @@ int cs__cmd_conns(int argc, char **argv)
 	if (cfg.json)
 		write_json(&cfg, &r, argc, argv);
 	if (r.dropped)
-		cs__fail("%llu of %llu connections were dropped by the server while held",
+		cs__fail("%llu of %llu connections were dropped by the server while held "
+			 "(no echo after the hold)",
 			 (unsigned long long)r.dropped, (unsigned long long)r.held);
 	return 0;
 }

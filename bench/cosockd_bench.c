@@ -2,9 +2,18 @@
  * cosockd_bench.c - cosockd-bench, the load generator of cosockd's
  * side-by-side benchmarks: the subcommand table and main().
  *
- *   cosockd-bench echo  ...   closed-loop echo round trips (cmd_echo.c)
+ *   cosockd-bench echo  ...   echo round trips, closed or open loop,
+ *                             pipelined or not (cmd_echo.c)
+ *   cosockd-bench rr    ...   HTTP/1.1 keep-alive request/response (cmd_rr.c)
+ *   cosockd-bench bulk  ...   one-way throughput, up or down (cmd_bulk.c)
  *   cosockd-bench conns ...   hold N idle connections, measure the server's
  *                             RSS per connection (cmd_conns.c)
+ *   cosockd-bench serve ...   the backends: http, sink, source, echo
+ *                             (cmd_serve.c, serve_http.c)
+ *
+ * echo, rr and bulk share one run skeleton (load.c), one pacing module
+ * (pace.c), one progress line (progress.c) and one report layout
+ * (report.c).
  *
  * Each subcommand prints a human summary on stdout and, with --json FILE,
  * writes its results and the environment as JSON. Exit status 0 on success;
@@ -22,8 +31,11 @@ struct subcommand {
 };
 
 static const struct subcommand subcommands[] = {
-	{"echo", cs__cmd_echo, "closed-loop echo round trips: throughput and latency"},
+	{"echo", cs__cmd_echo, "echo round trips: throughput and latency"},
+	{"rr", cs__cmd_rr, "HTTP/1.1 keep-alive requests: throughput and latency"},
+	{"bulk", cs__cmd_bulk, "one-way bulk throughput, up or down"},
 	{"conns", cs__cmd_conns, "hold N connections; server RSS per connection"},
+	{"serve", cs__cmd_serve, "backends to benchmark against: http, sink, source, echo"},
 };
 
 static int usage(FILE *f, int status)

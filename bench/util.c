@@ -6,6 +6,7 @@
 #endif
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -17,33 +18,58 @@
 
 #include "bench.h"
 
+static void vfail(int status, const char *fmt, va_list ap) __attribute__((noreturn));
+
+static void vfail(int status, const char *fmt, va_list ap)
+{
+	fflush(stdout);
+	fputs("cosockd-bench: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	exit(status);
+}
+
 void cs__fail(const char *fmt, ...)
 {
 	va_list ap;
 
-	fflush(stdout);
-	fputs("cosockd-bench: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
+	vfail(1, fmt, ap);
 }
 
-void cs__parse_target(const char *opt, const char *s, struct sockaddr_in *sa)
+void cs__fail_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfail(2, fmt, ap);
+}
+
+static void parse_addr(const char *opt, const char *s, struct sockaddr_in *sa,
+		       uint64_t min_port)
 {
 	const char *colon = strrchr(s, ':');
 	char host[INET_ADDRSTRLEN];
 
 	if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host))
-		cs__fail("%s: want A.B.C.D:PORT, got '%s'", opt, s);
+		cs__fail_usage("%s: want A.B.C.D:PORT, got '%s'", opt, s);
 	memcpy(host, s, colon - s);
 	host[colon - s] = '\0';
 	memset(sa, 0, sizeof(*sa));
 	sa->sin_family = AF_INET;
-	sa->sin_port = htons((uint16_t)cs__parse_u64(opt, colon + 1, 1, 65535));
+	sa->sin_port = htons((uint16_t)cs__parse_u64(opt, colon + 1, min_port, 65535));
 	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		cs__fail("%s: '%s' is not an IPv4 address", opt, host);
+		cs__fail_usage("%s: '%s' is not an IPv4 address", opt, host);
+}
+
+void cs__parse_target(const char *opt, const char *s, struct sockaddr_in *sa)
+{
+	parse_addr(opt, s, sa, 1);
+}
+
+void cs__parse_listen(const char *opt, const char *s, struct sockaddr_in *sa)
+{
+	parse_addr(opt, s, sa, 0);
 }
 
 uint64_t cs__parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max)
@@ -53,7 +79,7 @@ uint64_t cs__parse_u64(const char *opt, const char *s, uint64_t min, uint64_t ma
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
 	if (errno || end == s || *end || *s == '-' || v < min || v > max)
-		cs__fail("%s: want an integer in [%llu, %llu], got '%s'", opt,
+		cs__fail_usage("%s: want an integer in [%llu, %llu], got '%s'", opt,
 			 (unsigned long long)min, (unsigned long long)max, s);
 	return v;
 }
@@ -65,7 +91,7 @@ double cs__parse_secs(const char *opt, const char *s)
 	errno = 0;
 	double v = strtod(s, &end);
 	if (errno || end == s || *end || !(v >= 0) || v > 86400 * 365)
-		cs__fail("%s: want seconds >= 0, got '%s'", opt, s);
+		cs__fail_usage("%s: want seconds >= 0, got '%s'", opt, s);
 	return v;
 }
 
@@ -156,29 +182,65 @@ static void set_timeouts(int fd, int timeout_ms)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
-int cs__connect(const struct sockaddr_in *target, uint64_t index, int timeout_ms)
+/* A TCP socket for connection index to target: TCP_NODELAY, bound to its
+ * source address. Returns the fd or -errno. */
+static int client_socket(const struct sockaddr_in *target, uint64_t index, int flags)
 {
 	int one = 1;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
 
 	if (fd < 0)
 		return -errno;
-	if (is_loopback(target) && bind_source(fd, index) < 0)
-		goto fail;
+	if (is_loopback(target) && bind_source(fd, index) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+int cs__connect(const struct sockaddr_in *target, uint64_t index, int timeout_ms)
+{
+	int fd = client_socket(target, index, 0);
+
+	if (fd < 0)
+		return fd;
 	set_timeouts(fd, timeout_ms);
 	while (connect(fd, (const struct sockaddr *)target, sizeof(*target)) < 0) {
 		if (errno == EINTR)
 			continue;
 		if (errno == EINPROGRESS || errno == EAGAIN)
 			errno = ETIMEDOUT; /* SO_SNDTIMEO expired */
-		goto fail;
+		int err = -errno;
+		close(fd);
+		return err;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return fd;
-fail:;
-	int err = -errno;
-	close(fd);
-	return err;
+}
+
+int cs__connect_start(const struct sockaddr_in *target, uint64_t index)
+{
+	int fd = client_socket(target, index, SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return fd;
+	if (connect(fd, (const struct sockaddr *)target, sizeof(*target)) < 0 &&
+	    errno != EINPROGRESS) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int cs__set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
 }
 
 void cs__fill_pattern(unsigned char *out, size_t len)
@@ -186,5 +248,5 @@ void cs__fill_pattern(unsigned char *out, size_t len)
 	/* Period 251 (prime), so the pattern never lines up with power-of-two
 	 * buffer sizes and a shifted or repeated chunk shows. */
 	for (size_t i = 0; i < len; i++)
-		out[i] = (unsigned char)('!' + (i % 251) % 94);
+		out[i] = (unsigned char)('!' + (i % CS__PATTERN_PERIOD) % 94);
 }
