@@ -9,7 +9,7 @@ PACKAGES="
   socat openssl curl wrk python3-websockets procps util-linux iproute2
 "
 # Peers for the side-by-side benchmarks (bench/), not needed by the tests.
-BENCH_PACKAGES="haproxy nginx libnginx-mod-stream"
+BENCH_PACKAGES="haproxy nginx libnginx-mod-stream gnuplot-nox"
 
 missing=""
 for p in $PACKAGES ${WITH_BENCH:+$BENCH_PACKAGES}; do

@@ -1,0 +1,296 @@
+"""cmp_peers - what bench/compare runs as the system under test: the proxy
+peers (rr, bulk), the echo servers (echo, conns) and how to start each.
+
+A subject's argv() writes any configuration it needs into the run's
+temporary directory (from the templates in bench/peers/) and returns the
+command line; compare itself adds the `taskset -c CPU` in front.
+"""
+
+import os
+import re
+import shutil
+import string
+import subprocess
+
+HOST = "127.0.0.1"
+
+
+class Env:
+    """Paths and capabilities of the build and the machine."""
+
+    def __init__(self, root, build, tmp):
+        self.root, self.build, self.tmp = root, build, tmp
+        self.cosockd = os.environ.get("COSOCKD", os.path.join(build, "cosockd"))
+        self.bench = os.environ.get("COSOCKD_BENCH", os.path.join(build, "bench", "cosockd-bench"))
+        self.bare_echo = os.environ.get("CS_BARE_ECHO", os.path.join(build, "bench", "cs-bare-echo"))
+        self.bare_proxy = os.environ.get("CS_BARE_PROXY", os.path.join(build, "bench", "cs-bare-proxy"))
+        self.templates = os.path.join(root, "bench", "peers")
+        self._help = {}
+
+    def _help_text(self, argv):
+        key = tuple(argv)
+        if key not in self._help:
+            try:
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+                self._help[key] = r.stdout + r.stderr
+            except (OSError, subprocess.TimeoutExpired):
+                self._help[key] = ""
+        return self._help[key]
+
+    def workers_supported(self):
+        """Does this cosockd take --workers? (Its --help says so.)"""
+        return is_exe(self.cosockd) and "--workers" in self._help_text([self.cosockd, "--help"])
+
+    def bench_subcommands(self):
+        """The subcommands `cosockd-bench --help` lists."""
+        if not is_exe(self.bench):
+            return set()
+        text = self._help_text([self.bench, "--help"])
+        return set(re.findall(r"^  ([a-z][a-z0-9-]*)\s", text, re.M))
+
+    def stream_module(self):
+        """Path of nginx's stream module, or None."""
+        direct = "/usr/lib/nginx/modules/ngx_stream_module.so"
+        if os.path.exists(direct):
+            return direct
+        avail = "/usr/share/nginx/modules-available/mod-stream.conf"
+        try:
+            with open(avail) as f:
+                m = re.search(r"load_module\s+(\S+?);", f.read())
+        except OSError:
+            m = None
+        if m:
+            path = m.group(1)
+            if not os.path.isabs(path):
+                path = os.path.join("/usr/share/nginx", path)
+            if os.path.exists(path):
+                return path
+        return None
+
+
+def is_exe(path):
+    return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def render(env, template, out_name, **fields):
+    """Fill bench/peers/<template> with fields (plus tmp) into tmp/out_name;
+    returns the written path. A ${field} without a value is an error."""
+    with open(os.path.join(env.templates, template)) as f:
+        text = string.Template(f.read()).substitute(tmp=env.tmp, **fields)
+    path = os.path.join(env.tmp, out_name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def nofile_hard():
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+class Subject:
+    """A server compare starts: a proxy peer or an echo server."""
+
+    key = label = ""
+    kind = "proxy"     # "proxy" (needs an upstream) or "echo"
+    cosockd = False    # one of ours: the goals are checked against it
+    reference = None   # "haproxy" / "bare": what ratios are taken against
+    detail = ""        # one line for the peer table in RESULTS.md
+
+    def check(self, env):
+        """None when it can run; else (severity, reason) with severity
+        "skip" (a note, e.g. a feature not in this build yet) or "missing"
+        (counts as a failure)."""
+        return None
+
+    def argv(self, env, port, upstream=None):
+        raise NotImplementedError
+
+
+def _need(path, what):
+    if not is_exe(path):
+        return ("missing", "%s not found at %s" % (what, path))
+    return None
+
+
+class HAProxy(Subject):
+    """splice: None (HAProxy's default: no splicing), "auto" (option
+    splice-auto: HAProxy's heuristic decides per stream) or "forced"
+    (option splice-request + splice-response: always)."""
+
+    OPTIONS = {None: "", "auto": "\toption splice-auto",
+               "forced": "\toption splice-request\n\toption splice-response"}
+
+    def __init__(self, splice=None):
+        self.splice = splice
+        self.key = {None: "haproxy", "auto": "haproxy-splice", "forced": "haproxy-splice-forced"}[splice]
+        self.label = {None: "HAProxy", "auto": "HAProxy (splice-auto)",
+                      "forced": "HAProxy (splice forced)"}[splice]
+        self.reference = "haproxy" if splice is None else None
+        self.detail = {None: "mode tcp, nbthread 1, defaults (no splicing)",
+                       "auto": "mode tcp, nbthread 1, `option splice-auto`: splices when HAProxy's"
+                               " heuristic expects it to pay",
+                       "forced": "mode tcp, nbthread 1, `option splice-request` and"
+                                 " `option splice-response`: always splices"}[splice]
+
+    def check(self, env):
+        return None if shutil.which("haproxy") else ("missing", "haproxy is not installed")
+
+    def argv(self, env, port, upstream=None, dry=False):
+        name = "%s-%d.cfg" % (self.key, port)
+        if dry:
+            cfg = os.path.join("$TMP", name)
+        else:
+            cfg = render(env, "haproxy.cfg.in", name, port=port, upstream=upstream,
+                         extra_defaults=self.OPTIONS[self.splice])
+        return ["haproxy", "-db", "-f", cfg]
+
+
+class Nginx(Subject):
+    key, label = "nginx", "nginx stream"
+    detail = "stream module, worker_processes 1, foreground, temp prefix"
+
+    def check(self, env):
+        if not shutil.which("nginx"):
+            return ("missing", "nginx is not installed")
+        if not env.stream_module():
+            return ("missing", "nginx's stream module (libnginx-mod-stream) is not installed")
+        return None
+
+    def argv(self, env, port, upstream=None, dry=False):
+        name = "nginx-%d.conf" % port
+        if dry:
+            conf = os.path.join("$TMP", name)
+        else:
+            nofile = nofile_hard()
+            conf = render(env, "nginx.conf.in", name, port=port, upstream=upstream,
+                          stream_module=env.stream_module() or "?", nofile=nofile,
+                          worker_connections=max(1024, nofile - 64))
+        return ["nginx", "-p", "$TMP/" if dry else env.tmp + "/", "-e", "stderr", "-c", conf]
+
+
+class Socat(Subject):
+    key, label = "socat", "socat"
+    detail = "TCP-LISTEN with fork: one process per connection"
+
+    def check(self, env):
+        return None if shutil.which("socat") else ("missing", "socat is not installed")
+
+    def argv(self, env, port, upstream=None, dry=False):
+        return ["socat", "TCP-LISTEN:%d,bind=%s,reuseaddr,fork,backlog=4096" % (port, HOST),
+                "TCP:%s:%d" % (HOST, upstream)]
+
+
+class BareProxy(Subject):
+    key, label, reference = "bare", "bare C (cs-bare-proxy)", "bare"
+    detail = "bench/ reference proxy in plain C"
+
+    def check(self, env):
+        return _need(env.bare_proxy, "cs-bare-proxy (build it)")
+
+    def argv(self, env, port, upstream=None, dry=False):
+        return [env.bare_proxy, "--listen", "%s:%d" % (HOST, port),
+                "--upstream", "%s:%d" % (HOST, upstream)]
+
+
+class CosockdProxy(Subject):
+    cosockd = True
+
+    def __init__(self, backend=None, workers=1):
+        self.backend, self.workers = backend, workers
+        if workers == 1:
+            self.key = "cosockd-%s" % backend
+            self.label = "cosockd %s, 1 worker" % backend
+        else:
+            self.key = "cosockd-w%d" % workers
+            self.label = "cosockd%s, %d workers" % (" " + backend if backend else "", workers)
+        self.detail = "bundled Lua proxy app"
+
+    def check(self, env):
+        missing = _need(env.cosockd, "cosockd (build it)")
+        if missing:
+            return missing
+        if self.workers != 1 and not env.workers_supported():
+            return ("skip", "this cosockd has no --workers yet (`cosockd --help` does not list it)")
+        return None
+
+    def argv(self, env, port, upstream=None, dry=False):
+        a = [env.cosockd]
+        if self.backend:
+            a.append("--backend=%s" % self.backend)
+        if self.workers != 1 or env.workers_supported():
+            a.append("--workers=%d" % self.workers)
+        return a + ["proxy", "--listen", "%s:%d" % (HOST, port),
+                    "--upstream", "%s:%d" % (HOST, upstream)]
+
+
+class BareEcho(Subject):
+    key, label, kind, reference = "bare-echo", "bare C (cs-bare-echo)", "echo", "bare"
+    detail = "bench/ reference echo server in plain C"
+
+    def check(self, env):
+        return _need(env.bare_echo, "cs-bare-echo (build it)")
+
+    def argv(self, env, port, upstream=None, dry=False):
+        return [env.bare_echo, "--listen", "%s:%d" % (HOST, port)]
+
+
+class CosockdEcho(Subject):
+    kind, cosockd = "echo", True
+
+    def __init__(self, backend=None, workers=1):
+        self.backend, self.workers = backend, workers
+        if workers == 1:
+            self.key = "cosockd-echo-%s" % backend
+            self.label = "cosockd echo %s" % backend
+        else:
+            self.key = "cosockd-echo-w%d" % workers
+            self.label = "cosockd echo, %d workers" % workers
+        self.detail = "bundled Lua echo app"
+
+    check = CosockdProxy.check
+
+    def argv(self, env, port, upstream=None, dry=False):
+        a = [env.cosockd]
+        if self.backend:
+            a.append("--backend=%s" % self.backend)
+        if self.workers != 1 or env.workers_supported():
+            a.append("--workers=%d" % self.workers)
+        return a + ["echo", "--listen", "%s:%d" % (HOST, port)]
+
+
+def proxy_peers():
+    """Every proxy peer, in the order a round runs them."""
+    return [HAProxy(), HAProxy("auto"), HAProxy("forced"), Nginx(), Socat(), BareProxy(),
+            CosockdProxy("uring"), CosockdProxy("epoll"), CosockdProxy(None, 2)]
+
+
+def echo_servers():
+    return [BareEcho(), CosockdEcho("uring"), CosockdEcho("epoll")]
+
+
+BIG_WORKERS = 14
+BIG_COUNT = 262144
+
+
+def big_echo():
+    return CosockdEcho(None, BIG_WORKERS)
+
+
+def versions(env):
+    """One line per peer program: its version, as it reports it."""
+    out = {}
+    for name, argv in (("haproxy", ["haproxy", "-v"]), ("nginx", ["nginx", "-v"]),
+                       ("socat", ["socat", "-V"]), ("gnuplot", ["gnuplot", "--version"])):
+        if not shutil.which(argv[0]):
+            continue
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        lines = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
+        if name == "socat":
+            lines = [l for l in lines if "version" in l] or lines
+        if lines:
+            out[name] = lines[0].strip()
+    return out

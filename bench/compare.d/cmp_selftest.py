@@ -1,0 +1,236 @@
+"""cmp_selftest - `bench/compare --self-test`.
+
+1. The arithmetic: medians, ratios, key fallbacks, and that a report made
+   from made-up runs says what those runs say (medians, ratios, FAILED
+   rows, goal verdicts), and that gnuplot draws the chart.
+2. The peers, live: a small HTTP server from Python's standard library
+   runs on 127.0.0.1 as the backend; every proxy peer that is available is
+   started in front of it in turn and must return the backend's answer
+   (a body naming the peer, so a stale listener cannot pass); every echo
+   server must echo. Nothing is pinned and nothing is measured.
+"""
+
+import http.server
+import os
+import shutil
+import tempfile
+import threading
+import types
+
+import cmp_chart
+import cmp_peers
+import cmp_procs
+from cmp_report import Report, Run, Store
+from cmp_stats import dig, figure, fmt_ratio, median, ratio
+
+
+class Checker:
+    def __init__(self):
+        self.failed = 0
+        self.passed = 0
+
+    def eq(self, what, got, want):
+        if got == want or (isinstance(want, float) and got is not None and abs(got - want) < 1e-9):
+            self.passed += 1
+        else:
+            self.failed += 1
+            print("  FAIL %s: got %r, want %r" % (what, got, want))
+
+    def true(self, what, cond):
+        self.eq(what, bool(cond), True)
+
+
+def check_stats(c):
+    c.eq("median odd", median([3, 1, 2]), 2)
+    c.eq("median even", median([4, 1, 3, 2]), 2.5)
+    c.eq("median skips None", median([None, 5, None]), 5)
+    c.eq("median empty", median([]), None)
+    c.eq("median all None", median([None, None]), None)
+    c.eq("median one", median([7.5]), 7.5)
+    c.eq("ratio", ratio(3.0, 2.0), 1.5)
+    c.eq("ratio by zero", ratio(1, 0), None)
+    c.eq("ratio unknown", ratio(None, 2), None)
+    c.eq("fmt_ratio", fmt_ratio(1.234), "1.23x")
+    c.eq("fmt_ratio none", fmt_ratio(None), "n/a")
+    c.eq("dig", dig({"a": {"b": 3}}, "a.b"), 3)
+    c.eq("dig missing", dig({"a": {}}, "a.b"), None)
+    c.eq("old echo key", figure({"round_trips_per_s": 10.0}, "ops_per_s"), 10.0)
+    c.eq("new key wins", figure({"ops_per_s": 11.0, "round_trips_per_s": 10.0}, "ops_per_s"), 11.0)
+    c.eq("latency", figure({"latency_us": {"p99": 120}}, "p99"), 120)
+    c.eq("not a number", figure({"errors": "x"}, "errors"), None)
+
+
+def fake_cfg(**kw):
+    d = dict(rounds=3, duration=1.0, warmup=0.5, rr_conns=100, echo_conns=100, echo_size=64,
+             pool_runs=3, big_count=262144)
+    d.update(kw)
+    return types.SimpleNamespace(**d)
+
+
+def rr_result(rps, p99, cpu):
+    return {"ops": rps, "ops_per_s": rps, "errors": 0, "server_cpu_us_per_op": cpu,
+            "latency_us": {"p50": p99 / 2, "p99": p99, "p99_9": p99 * 2}}
+
+
+def check_report(c, workdir):
+    store = Store()
+    hap, cos, bare = cmp_peers.HAProxy(), cmp_peers.CosockdProxy("uring"), cmp_peers.BareProxy()
+    # haproxy: 100, 300, 200 -> median 200; cosockd: 250, 150, FAILED -> 200
+    for rnd, (h, k) in enumerate([(100, 250), (300, 150), (200, None)], 1):
+        store.add(Run("rr", hap.key, rnd, results=rr_result(h, 1000, 10.0)))
+        if k is None:
+            store.add(Run("rr", cos.key, rnd, "failed", "3 errors"))
+        else:
+            store.add(Run("rr", cos.key, rnd, results=rr_result(k, 900, 5.0)))
+        store.add(Run("rr", bare.key, rnd, "failed", "cs-bare-proxy not found"))
+    c.eq("store median haproxy", store.med("rr", hap.key, "ops_per_s"), 200)
+    c.eq("store median cosockd (failed run left out)", store.med("rr", cos.key, "ops_per_s"), 200)
+    c.eq("store median all failed", store.med("rr", bare.key, "ops_per_s"), None)
+    c.eq("failures", len(store.failures()), 4)
+    for rnd, (u, d) in enumerate([(1e9, 2e9), (3e9, 4e9), (2e9, 3e9)], 1):
+        store.add(Run("bulk-up", hap.key, rnd, results={"bytes_per_s": u, "errors": 0,
+                                                        "server_cpu_us_per_mib": 100.0}))
+        store.add(Run("bulk-up", cos.key, rnd, results={"bytes_per_s": u * 0.85, "errors": 0,
+                                                        "server_cpu_us_per_mib": 80.0}))
+        store.add(Run("bulk-down", hap.key, rnd, results={"bytes_per_s": d, "errors": 0,
+                                                          "server_cpu_us_per_mib": 90.0}))
+        store.add(Run("bulk-down", cos.key, rnd, results={"bytes_per_s": d, "errors": 0,
+                                                          "server_cpu_us_per_mib": 70.0}))
+    be, ce = cmp_peers.BareEcho(), cmp_peers.CosockdEcho("epoll")
+    store.add(Run("echo", be.key, 1, results={"round_trips_per_s": 1000.0, "errors": 0,
+                                              "server_cpu_us_per_rt": 9.0, "latency_us": {"p99": 5}}))
+    store.add(Run("echo", ce.key, 1, results={"round_trips_per_s": 790.0, "errors": 0,
+                                              "server_cpu_us_per_rt": 8.0, "latency_us": {"p99": 6}}))
+    store.add(Run("conns", ce.key, 1, param=10000, results={
+        "held": 10000, "dropped": 0, "rss_before_bytes": 1 << 20,
+        "rss_after_bytes": (1 << 20) + 10000 * 1500, "rss_per_conn_bytes": 1500.0}))
+    store.add(Run("pool", "pool-uring", 1, extra={"pool_us": 40.0, "cosocket_us": 10.0}))
+    subjects = {s.key: s for s in (hap, cos, bare, be, ce)}
+    pool = types.SimpleNamespace(key="pool-uring", label="io_uring", detail="x", cosockd=False,
+                                 reference=None, kind="script")
+    subjects["pool-uring"] = pool
+    header = {"date": "today", "command": "bench/compare --self-test", "machine": "m",
+              "nofile": "1 soft, 2 hard", "load_before": "0 0 0", "load_after": "0 0 0",
+              "cosockd": "v", "versions": {}, "cmd": {}, "shown": {}, "chart_link": "results.svg"}
+    text = Report(store, fake_cfg(), header, subjects).render()
+    line = lambda start: next((l for l in text.splitlines() if l.startswith(start)), "")
+    rr_h = line("| HAProxy | 200 |")
+    c.true("rr haproxy row: median 200, 1.00x itself, 3/3 ok", rr_h and "1.00x" in rr_h and "3/3" in rr_h)
+    rr_c = line("| cosockd uring, 1 worker | 200 |")
+    c.true("rr cosockd row: 2/3 ok marked", "**2/3**" in rr_c)
+    c.true("rr cosockd CPU ratio 0.50x", "| 5.00 | 0.50x |" in rr_c)
+    c.true("rr bare row FAILED", line("| bare C (cs-bare-proxy) | FAILED |"))
+    c.true("rr goal met (1.00x, p99 900 <= 1000)",
+           "rr, cosockd uring, 1 worker: 1.00x HAProxy's requests/s (goal ≥ 1.00x): met; p99 900 µs"
+           " vs HAProxy 1000 µs (goal ≤): met" in text)
+    c.true("bulk up goal not met at 0.85x", "bulk up, cosockd uring, 1 worker: 0.85x HAProxy's GB/s"
+           " (goal ≥ 0.90x): **not met**" in text)
+    c.true("bulk down goal met", "bulk down, cosockd uring, 1 worker: 1.00x" in text)
+    c.true("bulk row GB/s", line("| HAProxy | 2.00 | 1.00x |"))
+    c.true("echo ratio 0.79x not met", "0.79x bare C's round trips/s (goal ≥ 0.80x): **not met**" in text)
+    c.true("conns 1500 B met", "1500 B per connection (goal ≤ 2048): met" in text)
+    c.true("conns growth KiB", "| 14648 | 1500 |" in text)
+    c.true("pool row", line("| io_uring | 40.0 (40.0) | 10.0 (10.0) | 4.00x |"))
+    c.true("failed runs listed", "## Failed runs" in text and "3 errors" in text)
+    c.true("per-round FAILED cell", "| cosockd uring, 1 worker | 250 150 FAILED |" in text)
+    c.true("goals at a glance", "## Goals at a glance" in text)
+    with open(os.path.join(workdir, "RESULTS.md"), "w") as f:
+        f.write(text)
+    rep = Report(store, fake_cfg(), header, subjects)
+    out = os.path.join(workdir, "results.svg")
+    ok, why = cmp_chart.draw(store, rep, out, "self-test", workdir)
+    if shutil.which("gnuplot"):
+        c.true("gnuplot chart drawn (%s)" % why, ok)
+        if ok:
+            with open(out) as f:
+                svg = f.read()
+            c.true("chart is SVG with the peers' names", "<svg" in svg and "HAProxy" in svg)
+    else:
+        print("  note: gnuplot not installed; chart not checked")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    body = b""
+
+    def do_GET(self):
+        body = self.server.body + self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def check_peers(c, root, build, workdir):
+    env = cmp_peers.Env(root, build, workdir)
+    procs = cmp_procs.Procs(workdir)
+    ports = cmp_procs.Ports(18900 + (os.getpid() % 50) * 20, span=1000)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", ports.take()), _Handler)
+    httpd.daemon_threads = True
+    httpd.body = b"compare self-test backend "
+    upstream = httpd.server_address[1]
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        for sub in cmp_peers.proxy_peers() + cmp_peers.echo_servers():
+            problem = sub.check(env)
+            if problem:
+                print("  %-28s %s: %s" % (sub.label, "skipped" if problem[0] == "skip" else "MISSING",
+                                          problem[1]))
+                if problem[0] != "skip":
+                    c.failed += 1
+                continue
+            p = None
+            try:
+                port = ports.take()
+                argv = sub.argv(env, port, upstream if sub.kind == "proxy" else None)
+                p = procs.spawn("selftest-" + sub.key, argv)
+                cmp_procs.wait_listening(p, port)
+                if sub.kind == "proxy":
+                    for i in range(3):  # three requests: fresh connections each time
+                        path = "/%s/%d" % (sub.key, i)
+                        status, body = cmp_procs.warm_http(port, path=path)
+                        want = httpd.body + path.encode()
+                        if not status.startswith("HTTP/1.1 200") or body != want:
+                            raise cmp_procs.Failed("got %r %r, want %r" % (status, body, want))
+                    what = "proxies HTTP to 127.0.0.1:%d" % upstream
+                else:
+                    cmp_procs.warm_echo(port)
+                    what = "echoes"
+                c.passed += 1
+                print("  %-28s ok: %s" % (sub.label, what))
+            except (cmp_procs.Failed, OSError, ValueError, KeyError) as e:
+                c.failed += 1
+                print("  %-28s FAILED: %s" % (sub.label, str(e).replace("\n", "\n      ")))
+            finally:
+                procs.stop(p)
+    finally:
+        procs.stop_all()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def main(cfg, root):
+    workdir = tempfile.mkdtemp(prefix="cosockd-compare-selftest.")
+    c = Checker()
+    try:
+        print("== statistics and report")
+        check_stats(c)
+        check_report(c, workdir)
+        print("  %d checks passed, %d failed" % (c.passed, c.failed))
+        print("== peers, live, in front of a Python HTTP backend on 127.0.0.1 (not pinned, not measured)")
+        check_peers(c, root, cfg.build, workdir)
+    except KeyboardInterrupt:
+        print("interrupted")
+        return 130
+    finally:
+        if cfg.keep:
+            print("kept %s" % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("self-test: %s (%d failed)" % ("ok" if not c.failed else "FAILED", c.failed))
+    return 1 if c.failed else 0
