@@ -175,13 +175,20 @@ struct serve_thread {
 	const struct serve_kind *kind;
 	int lfd, epfd;
 	unsigned char *scratch;
+	struct serve_conn *conns; /* open connections */
 };
 
-static void conn_close(const struct serve_kind *kind, struct serve_conn *c)
+static void conn_close(struct serve_thread *t, struct serve_conn *c)
 {
 	close(c->fd); /* also leaves the epoll set */
-	if (kind->fini)
-		kind->fini(c);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		t->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	if (t->kind->fini)
+		t->kind->fini(c);
 	free(c);
 }
 
@@ -207,8 +214,12 @@ static void accept_all(struct serve_thread *t)
 			continue;
 		}
 		c->fd = fd;
+		c->next = t->conns;
+		if (t->conns)
+			t->conns->prev = c;
+		t->conns = c;
 		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-			conn_close(t->kind, c);
+			conn_close(t, c);
 	}
 }
 
@@ -224,7 +235,7 @@ static void *serve_main(void *arg)
 			if (!c)
 				accept_all(t);
 			else if (t->kind->service(c, events[i].events, t->scratch) < 0)
-				conn_close(t->kind, c);
+				conn_close(t, c);
 		}
 		if (n < 0 && errno != EINTR)
 			cs__fail("serve: epoll_wait: %s", strerror(errno));

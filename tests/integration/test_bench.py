@@ -69,12 +69,16 @@ class Proc:
         return int(text.rsplit(":", 1)[1])
 
     def stop(self, timeout=10):
-        """SIGTERM; the exit status."""
+        """SIGTERM; the exit status. A failed exit shows the server's stderr."""
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise TestFailure(f"{' '.join(self.argv)} still running {timeout} s after SIGTERM")
+        if rc != 0:
+            self._err.join(5)
+            print(self.stderr.decode(errors="replace")[-4000:], flush=True)
+        return rc
 
     def kill(self):
         if self.proc.poll() is None:
