@@ -39,7 +39,6 @@ struct options {
 	long max_conns;
 	long threads;
 	long workers;        /* 0: no master, one process */
-	bool workers_given;
 	/* bundled apps */
 	const char *app;
 	char listen_addr[256];
@@ -199,7 +198,6 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->threads = parse_long(optarg, 1, 1024, "--threads must be 1-1024, got '%s'");
 			break;
 		case 'w':
-			o->workers_given = true;
 			o->workers = !strcmp(optarg, "auto") ? (long)cs_master_cpu_count()
 				   : parse_long(optarg, 1, MAX_WORKERS, "--workers must be auto or 1-1024, got '%s'");
 			break;
@@ -219,7 +217,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	if (!strcmp(first, "proxy") || !strcmp(first, "echo")) {
 		o->app = first;
 		parse_app(argc - optind, argv + optind, o);
-		if (!o->workers_given && !strcmp(first, "proxy"))
+		if (!o->workers && !strcmp(first, "proxy"))
 			o->workers = (long)cs_master_cpu_count();
 	}
 	return optind;

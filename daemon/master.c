@@ -206,9 +206,7 @@ static void worker_died(struct master *m, unsigned idx, int st)
 	}
 	cs_log(CS_LOG_WARNING, "cosockd: master: worker %u (pid %d) %s after %llu ms; restarting it in %llu ms",
 	       idx + 1, (int)pid, how, (unsigned long long)lived, (unsigned long long)delay);
-	w->restart_at_ms = now_ms() + delay;
-	if (w->restart_at_ms == 0)
-		w->restart_at_ms = 1;
+	w->restart_at_ms = now_ms() + delay; /* never 0: the clock is past boot */
 }
 
 static void reap(struct master *m)

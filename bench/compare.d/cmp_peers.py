@@ -193,18 +193,16 @@ class BareProxy(Subject):
                 "--upstream", "%s:%d" % (HOST, upstream)]
 
 
-class CosockdProxy(Subject):
+class CosockdApp(Subject):
+    """One of cosockd's bundled apps (`app` is "proxy" or "echo") on a
+    backend (None: auto) with a number of workers."""
+
     cosockd = True
+    app = ""
 
     def __init__(self, backend=None, workers=1):
         self.backend, self.workers = backend, workers
-        if workers == 1:
-            self.key = "cosockd-%s" % backend
-            self.label = "cosockd %s, 1 worker" % backend
-        else:
-            self.key = "cosockd-w%d" % workers
-            self.label = "cosockd%s, %d workers" % (" " + backend if backend else "", workers)
-        self.detail = "bundled Lua proxy app"
+        self.detail = "bundled Lua %s app" % self.app
 
     def check(self, env):
         missing = _need(env.cosockd, "cosockd (build it)")
@@ -214,14 +212,32 @@ class CosockdProxy(Subject):
             return ("skip", "this cosockd has no --workers yet (`cosockd --help` does not list it)")
         return None
 
+    def app_args(self, port, upstream):
+        return ["--listen", "%s:%d" % (HOST, port)]
+
     def argv(self, env, port, upstream=None, dry=False):
         a = [env.cosockd]
         if self.backend:
             a.append("--backend=%s" % self.backend)
         if self.workers != 1 or env.workers_supported():
             a.append("--workers=%d" % self.workers)
-        return a + ["proxy", "--listen", "%s:%d" % (HOST, port),
-                    "--upstream", "%s:%d" % (HOST, upstream)]
+        return a + [self.app] + self.app_args(port, upstream)
+
+
+class CosockdProxy(CosockdApp):
+    app = "proxy"
+
+    def __init__(self, backend=None, workers=1):
+        super().__init__(backend, workers)
+        if workers == 1:
+            self.key = "cosockd-%s" % backend
+            self.label = "cosockd %s, 1 worker" % backend
+        else:
+            self.key = "cosockd-w%d" % workers
+            self.label = "cosockd%s, %d workers" % (" " + backend if backend else "", workers)
+
+    def app_args(self, port, upstream):
+        return super().app_args(port, upstream) + ["--upstream", "%s:%d" % (HOST, upstream)]
 
 
 class BareEcho(Subject):
@@ -235,28 +251,17 @@ class BareEcho(Subject):
         return [env.bare_echo, "--listen", "%s:%d" % (HOST, port)]
 
 
-class CosockdEcho(Subject):
-    kind, cosockd = "echo", True
+class CosockdEcho(CosockdApp):
+    kind, app = "echo", "echo"
 
     def __init__(self, backend=None, workers=1):
-        self.backend, self.workers = backend, workers
+        super().__init__(backend, workers)
         if workers == 1:
             self.key = "cosockd-echo-%s" % backend
             self.label = "cosockd echo %s" % backend
         else:
             self.key = "cosockd-echo-w%d" % workers
             self.label = "cosockd echo, %d workers" % workers
-        self.detail = "bundled Lua echo app"
-
-    check = CosockdProxy.check
-
-    def argv(self, env, port, upstream=None, dry=False):
-        a = [env.cosockd]
-        if self.backend:
-            a.append("--backend=%s" % self.backend)
-        if self.workers != 1 or env.workers_supported():
-            a.append("--workers=%d" % self.workers)
-        return a + ["echo", "--listen", "%s:%d" % (HOST, port)]
 
 
 def proxy_peers():
