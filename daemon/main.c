@@ -46,6 +46,10 @@ struct options {
 	char upstream_host[256];
 	int upstream_port;
 	long connect_timeout_ms;
+	const char *tls_cert, *tls_key; /* proxy: terminate TLS from clients */
+	bool upstream_tls;               /* proxy: TLS to the upstream */
+	const char *upstream_ca;         /* ... verified against this CA */
+	const char *state_dir;
 };
 
 static void usage(FILE *f)
@@ -53,6 +57,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: cosockd [OPTIONS] SCRIPT.lua [ARGS...]\n"
 		"       cosockd [OPTIONS] proxy --listen [ADDR:]PORT --upstream HOST:PORT [--connect-timeout MS]\n"
+		"                         [--tls-cert FILE --tls-key FILE] [--upstream-tls [--upstream-ca FILE]]\n"
 		"       cosockd [OPTIONS] echo --listen [ADDR:]PORT\n"
 		"\n"
 		"Runs Lua scripts written for the ba.socket cosocket API.\n"
@@ -64,6 +69,15 @@ static void usage(FILE *f)
 		"  --workers=N|auto            run N worker processes under a master that restarts them; listeners\n"
 		"                              share their port (SO_REUSEPORT). auto: one per CPU this process may\n"
 		"                              use. Default: one process, no master; `proxy` defaults to auto\n"
+		"  --state-dir=DIR             where ba.openio(\"vm\") keeps its files (the generated certificate);\n"
+		"                              default $STATE_DIRECTORY, else $XDG_STATE_HOME/cosockd,\n"
+		"                              else ~/.local/state/cosockd, else /var/lib/cosockd\n"
+		"\n"
+		"proxy TLS:\n"
+		"  --tls-cert FILE --tls-key FILE  clients connect with TLS (PEM certificate chain and key)\n"
+		"  --upstream-tls              connect to the upstream with TLS; without --upstream-ca its\n"
+		"                              certificate is not verified\n"
+		"  --upstream-ca FILE          verify the upstream against the CA certificates in FILE\n"
 		"  -h, --help                  this text\n"
 		"  -V, --version               print the version\n");
 }
@@ -129,6 +143,10 @@ static void parse_app(int argc, char **argv, struct options *o)
 		{"listen", required_argument, NULL, 'l'},
 		{"upstream", required_argument, NULL, 'u'},
 		{"connect-timeout", required_argument, NULL, 't'},
+		{"tls-cert", required_argument, NULL, 'c'},
+		{"tls-key", required_argument, NULL, 'k'},
+		{"upstream-tls", no_argument, NULL, 'T'},
+		{"upstream-ca", required_argument, NULL, 'A'},
 		{NULL, 0, NULL, 0},
 	};
 	bool proxy = !strcmp(o->app, "proxy");
@@ -151,6 +169,20 @@ static void parse_app(int argc, char **argv, struct options *o)
 				die_usage("%s takes no --connect-timeout", o->app);
 			o->connect_timeout_ms = parse_long(optarg, 1, 600000, "--connect-timeout wants milliseconds, got '%s'");
 			break;
+		case 'c':
+		case 'k':
+		case 'T':
+		case 'A':
+			if (!proxy)
+				die_usage("%s takes no TLS options", o->app);
+			if (ch == 'c')
+				o->tls_cert = optarg;
+			else if (ch == 'k')
+				o->tls_key = optarg;
+			else if (ch == 'A')
+				o->upstream_ca = optarg;
+			o->upstream_tls |= ch == 'T' || ch == 'A';
+			break;
 		default:
 			die_usage("unknown or incomplete option '%s'", argv[optind - 1]);
 		}
@@ -161,6 +193,8 @@ static void parse_app(int argc, char **argv, struct options *o)
 		die_usage("%s needs --listen [ADDR:]PORT", o->app);
 	if (proxy && !o->upstream_host[0])
 		die_usage("%s needs --upstream HOST:PORT", o->app);
+	if (!o->tls_cert != !o->tls_key)
+		die_usage("%s: --tls-cert and --tls-key go together", o->app);
 }
 
 /* Returns the index of the script (or app name) in argv. */
@@ -171,6 +205,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{"max-connections", required_argument, NULL, 'm'},
 		{"threads", required_argument, NULL, 't'},
 		{"workers", required_argument, NULL, 'w'},
+		{"state-dir", required_argument, NULL, 'S'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -200,6 +235,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'w':
 			o->workers = !strcmp(optarg, "auto") ? (long)cs_master_cpu_count()
 				   : parse_long(optarg, 1, MAX_WORKERS, "--workers must be auto or 1-1024, got '%s'");
+			break;
+		case 'S':
+			o->state_dir = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -277,12 +315,20 @@ static int run_script(cs_vm *vm, const struct options *o, int argc, char **argv,
 	char chunk[1024];
 	if (!strcmp(o->app, "proxy"))
 		snprintf(chunk, sizeof(chunk),
-			 "require'cosockd.proxy'.start{intf=%s, port=%d, upstream_host=%s, upstream_port=%d, connect_timeout=%ld}",
-			 "...", o->listen_port, "select(2, ...)", o->upstream_port, o->connect_timeout_ms);
+			 "local a = {...} "
+			 "require'cosockd.proxy'.start{intf=a[1], port=%d, upstream_host=a[2], upstream_port=%d, "
+			 "connect_timeout=%ld, tls_cert=a[3], tls_key=a[4], upstream_tls=%s, upstream_ca=a[5]}",
+			 o->listen_port, o->upstream_port, o->connect_timeout_ms, o->upstream_tls ? "true" : "false");
 	else
 		snprintf(chunk, sizeof(chunk), "require'cosockd.echo'.start{intf=..., port=%d}", o->listen_port);
-	char *app_argv[] = {argv[0], (char *)o->app, (char *)o->listen_addr, (char *)o->upstream_host};
-	return cs_vm_run_chunk(vm, chunk, strlen(chunk), o->app, 4, app_argv, 1);
+	char *app_argv[] = {argv[0],
+			    (char *)o->app,
+			    (char *)o->listen_addr,
+			    (char *)o->upstream_host,
+			    (char *)(o->tls_cert ? o->tls_cert : ""),
+			    (char *)(o->tls_key ? o->tls_key : ""),
+			    (char *)(o->upstream_ca ? o->upstream_ca : "")};
+	return cs_vm_run_chunk(vm, chunk, strlen(chunk), o->app, 7, app_argv, 1);
 }
 
 /* The worker's loop: resume what is ready, then wait for the dispatcher.
@@ -364,6 +410,7 @@ static int run_worker(unsigned worker, void *arg)
 		.threads = (unsigned)o->threads,
 		.worker = worker,
 		.workers = worker ? (unsigned)o->workers : 0,
+		.state_dir = o->state_dir,
 	};
 	cs_vm *vm;
 	if (cs_vm_create(&vcfg, &vm) < 0) {

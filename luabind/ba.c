@@ -130,6 +130,8 @@ int cs__open_ba(lua_State *L)
 	cs__open_bytearray(L);
 	lua_setfield(L, -2, "bytearray");
 	cs__open_codec(L);
+	cs__open_tls(L);
+	cs__open_io(L);
 	lua_pushcfunction(L, l_clock);
 	lua_setfield(L, -2, "clock");
 	lua_pushstring(L, COSOCKD_VERSION);

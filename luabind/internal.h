@@ -50,12 +50,19 @@ enum cs_wait {
 	CS_WAIT_WRITE,    /* on another socket's queue (sock->write_target) */
 	CS_WAIT_SLEEP,    /* read(ms) on a socket with nothing to read */
 	CS_WAIT_DISABLED, /* disable()d itself, waits for enable() */
+	CS_WAIT_HANDSHAKE,/* a TLS connect or upgrade: the handshake runs */
 };
 
 enum cs_kind { CS_SOCK_NONE, CS_SOCK_TCP, CS_SOCK_LISTEN, CS_SOCK_UDP };
 
 struct cs_resolve;
+struct cs_sock_tls;
 typedef struct cs_lthread cs_lthread;
+
+/* Write-queue cookies: a registry reference pinning a Lua string, or a
+ * malloc'd buffer (TLS ciphertext) that release frees. */
+#define CS_COOKIE_REF(ref) ((uintptr_t)(ref) << 1)
+#define CS_COOKIE_MEM(p) ((uintptr_t)(p) | 1u)
 
 struct cs_sock {
 	cs_vm *vm;
@@ -86,6 +93,8 @@ struct cs_sock {
 	struct cs_resolve *resolve; /* name resolution in flight */
 	struct addrinfo *addrs, *next_addr; /* connect candidates */
 	char *intf;         /* connect: local address to bind */
+	char *host;         /* connect: the host asked for (TLS name) */
+	struct cs_sock_tls *tls; /* TLS state (tls_sock.c), NULL: plain */
 	uint32_t connect_ms;
 	uint32_t id;        /* for tostring */
 };
@@ -142,6 +151,8 @@ struct cs_vm {
 	void *rng;                   /* wolfSSL DRBG (codec.c), made on first use */
 	char *dgram_buf;             /* one datagram being read (udp.c) */
 	bool reuseport;              /* listeners share their port (workers) */
+	char *state_dir;             /* the "vm" IO's root (io.c) */
+	char *tls_buf;               /* one decrypted record being read */
 };
 
 /* The pool thread running on this OS thread, NULL on the loop thread. */
@@ -230,6 +241,21 @@ void cs__sock_shutdown_all(cs_vm *vm);
 cs_sock *cs__push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn);
 /* ba.sleep(ms) in a cosocket: only that coroutine waits. */
 int cs__sock_sleep(lua_State *L, cs_sock *sock, lua_Integer ms);
+/* check the argument at idx is a socket object */
+cs_sock *cs__check_sock(lua_State *L, int idx);
+/* The stream ended or failed while reading: close s (unless a clean end
+ * on a halfclose socket), push nil, err [, why] and return their count. */
+int cs__read_failed(lua_State *L, cs_sock *s, bool clean, const char *err, const char *why);
+/* s waits in CS_WAIT_READ: run fill (read_now's contract: push the results
+ * and return their count, or 0 to go on waiting) onto its waiter's stack
+ * and wake it when fill had something. */
+void cs__wake_reader(cs_sock *s, int (*fill)(lua_State *L, cs_sock *s));
+/* Push the socket object itself. */
+void cs__push_self(lua_State *L, cs_sock *s);
+/* A wait that the call starting it settled at once (s->wait is READY):
+ * take s back from the ready queue (unless a pool thread waited) and
+ * return the number of results already pushed. */
+int cs__settled_now(cs_sock *s, bool pool_thread);
 
 /* sockaddr.c */
 struct cs_resolve {
@@ -281,5 +307,68 @@ const void *cs__bytearray_view(lua_State *L, int idx, size_t *len);
 
 /* json.c */
 int cs__open_json(lua_State *L);
+
+/* tls.c: the SharkSSL objects and ba.tls */
+#define CS_SHARK_MT "SharkSSL"
+struct cs_shark {
+	struct cs_tls_ctx *ctx;
+	uint32_t handshake_ms;  /* longest a handshake may take */
+	char *alpn;             /* client: protocols offered by default */
+	bool server;
+};
+/* ba.create.{sharkssl,sharkcert,certstore}, ba.sharkclient, ba.tls into
+ * the ba table on top. */
+void cs__open_tls(lua_State *L);
+/* The SharkSSL object at idx, or NULL when it is not one. */
+struct cs_shark *cs__to_shark(lua_State *L, int idx);
+
+/* tls_sock.c: TLS under a socket */
+/* Listener: hand every accepted socket a server session. */
+int cs__tls_listen(lua_State *L, cs_sock *s, struct cs_shark *sh);
+/* Accepted from a TLS listener: start the server handshake. */
+void cs__tls_accepted(cs_sock *s, cs_sock *listener);
+/* connect: remember the client object; the handshake runs once connected. */
+int cs__tls_prepare_connect(lua_State *L, cs_sock *s, struct cs_shark *sh, const char *host, int port,
+			    const char *alpn);
+/* TCP connected and s->tls is set: start the handshake instead of waking
+ * the connect's waiter (who then gets the socket once it completes). */
+void cs__tls_connected(cs_sock *s);
+/* Top-level code: connect's blocking handshake on fd before it goes under
+ * the loop. 0, or pushes nil, err and returns their count. */
+int cs__tls_connect_blocking(lua_State *L, cs_sock *s, int fd, int timeout_ms);
+/* read_now() for a TLS socket. */
+int cs__tls_fill(lua_State *L, cs_sock *s);
+/* The connection delivered ciphertext (n > 0), its end (0) or an error. */
+void cs__tls_received(cs_sock *s, const char *data, ssize_t n);
+/* Encrypt and queue (or, during the handshake, hold) len bytes.
+ * 1 or -errno. */
+int cs__tls_send(cs_sock *s, const char *data, size_t len);
+/* Plaintext held back until the handshake completes. */
+size_t cs__tls_pending(const cs_sock *s);
+/* The handshake still runs (recv must stay armed). */
+bool cs__tls_handshaking(const cs_sock *s);
+/* The socket timer fired: returns true when it was the handshake's
+ * deadline (handled), false to treat it as usual; clip_timeout() keeps a
+ * read's timer from outliving that deadline. */
+bool cs__tls_timer(cs_sock *s);
+/* A read is about to wait, ms (< 0: for ever): arm the socket timer for
+ * its timeout or the handshake deadline, whichever comes first. */
+void cs__tls_arm_read(cs_sock *s, int64_t ms);
+/* Closing: queue close_notify (graceful), free the session. */
+void cs__tls_closing(cs_sock *s, bool graceful);
+/* A read on a closed socket: the TLS error that closed it, once. */
+const char *cs__tls_take_error(cs_sock *s);
+/* The socket object is collected. */
+void cs__tls_free(cs_sock *s);
+/* certificate, cipher, trusted, isresumed, relsession, upgrade, alpn */
+void cs__tls_methods(lua_State *L);
+
+/* io.c: ba.openio */
+void cs__open_io(lua_State *L);
+bool cs__is_io(lua_State *L, int idx);
+/* Read name through the IO object at idx (or, when idx is 0, from the file
+ * system) into a malloc'd buffer. NULL with *err set on failure. */
+char *cs__io_read(lua_State *L, int idx, const char *name, size_t *len, const char **err);
+void cs__io_free(cs_vm *vm);
 
 #endif

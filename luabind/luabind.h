@@ -25,6 +25,9 @@ struct cs_vm_config {
 	 * how many there are; listeners then set SO_REUSEPORT. 0, 0: a single
 	 * process, listeners bind exclusively. */
 	unsigned worker, workers;
+	/* Root of ba.openio("vm"); NULL: $STATE_DIRECTORY, else the XDG
+	 * state directory, else /var/lib/cosockd. */
+	const char *state_dir;
 };
 
 int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out);

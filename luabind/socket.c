@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "tls.h"
 
 /* A cosocket writer waits when the queue was busy and now holds more. */
 #define WRITE_YIELD_BYTES 1400
@@ -28,6 +29,8 @@ static cs_sock *check_sock(lua_State *L, int idx)
 {
 	return luaL_checkudata(L, idx, CS_SOCK_MT);
 }
+
+cs_sock *cs__check_sock(lua_State *L, int idx) { return check_sock(L, idx); }
 
 cs_sock *cs__push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn)
 {
@@ -56,6 +59,8 @@ static void push_self(lua_State *L, cs_sock *s)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
 }
 
+void cs__push_self(lua_State *L, cs_sock *s) { push_self(L, s); }
+
 static void stop_timer(cs_sock *s)
 {
 	cs_timer_stop(s->vm->loop, &s->timer);
@@ -68,7 +73,7 @@ static void cancel_read(cs_sock *s)
 		return;
 	if (s->kind == CS_SOCK_UDP)
 		cs_conn_poll_cancel(s->conn);
-	else
+	else if (!cs__tls_handshaking(s)) /* the handshake needs its receive */
 		cs_conn_recv_cancel(s->conn);
 }
 
@@ -141,6 +146,7 @@ static void cancel_own_wait(cs_sock *s, const char *err)
 	case CS_WAIT_ACCEPT:
 	case CS_WAIT_CONNECT:
 	case CS_WAIT_SLEEP:
+	case CS_WAIT_HANDSHAKE:
 		if (s->resolve) {
 			s->resolve->sock = NULL;
 			s->resolve = NULL;
@@ -176,6 +182,7 @@ bool cs__sock_close(cs_sock *s, const char *err, bool graceful)
 {
 	if (!s->conn)
 		return false;
+	cs__tls_closing(s, graceful);
 	cs_conn *c = s->conn;
 	s->conn = NULL;
 	s->rx_paused = false;
@@ -234,27 +241,50 @@ void cs__sock_shutdown_all(cs_vm *vm)
 /* The stream ended (n == 0) or failed (n < 0). A halfclose socket keeps
  * its sending side after a clean end; any other socket is closed. Pushes
  * read's results onto L and returns their count. */
-static int read_ended(lua_State *L, cs_sock *s, ssize_t n)
+int cs__read_failed(lua_State *L, cs_sock *s, bool clean, const char *err, const char *why)
 {
 	s->dead_read = true;
-	if (n == 0 && s->halfclose) {
+	if (clean && s->halfclose) {
 		s->eof = true;
 	} else {
 		s->wait = CS_WAIT_NONE; /* our own results follow, not close's */
-		cs__sock_close(s, "socketreadfailed", n == 0);
+		cs__sock_close(s, err, clean);
 	}
 	lua_pushnil(L);
-	lua_pushstring(L, "socketreadfailed");
-	if (n == 0) {
-		lua_pushstring(L, "eof");
+	lua_pushstring(L, err);
+	if (why) {
+		lua_pushstring(L, why);
 		return 3;
 	}
 	return 2;
 }
 
+static int read_ended(lua_State *L, cs_sock *s, ssize_t n)
+{
+	return cs__read_failed(L, s, n == 0, "socketreadfailed", n == 0 ? "eof" : NULL);
+}
+
+void cs__wake_reader(cs_sock *s, int (*fill)(lua_State *L, cs_sock *s))
+{
+	lua_State *W = cs__waiter(s);
+	s->vm->waiting--;
+	s->wait = CS_WAIT_NONE; /* a close inside fill must not wake us */
+	int nvals = fill(W, s);
+	s->wait = CS_WAIT_READ; /* counted again, and ended by cs__wake */
+	s->vm->waiting++;
+	if (nvals) {
+		stop_timer(s);
+		cs__wake(s, nvals);
+	}
+}
+
 static void on_recv(cs_conn *c, const char *data, ssize_t n)
 {
 	cs_sock *s = cs_conn_udata(c);
+	if (s && s->tls) {
+		cs__tls_received(s, data, n);
+		return;
+	}
 	if (!s || s->wait != CS_WAIT_READ)
 		return;
 	lua_State *W = cs__waiter(s);
@@ -281,7 +311,9 @@ static void deliver_accepted(cs_sock *ls, int fd)
 		return;
 	}
 	stop_timer(ls);
-	cs__push_sock(ls->co, ls->vm, CS_SOCK_TCP, c);
+	cs_sock *s = cs__push_sock(ls->co, ls->vm, CS_SOCK_TCP, c);
+	if (ls->tls)
+		cs__tls_accepted(s, ls);
 	cs__wake(ls, 1);
 }
 
@@ -342,9 +374,13 @@ static void on_readable(cs_conn *c)
 
 static void on_release(cs_loop *loop, uintptr_t cookie)
 {
+	if (cookie & 1) {
+		free((void *)(cookie & ~(uintptr_t)1));
+		return;
+	}
 	cs_vm *vm = cs_loop_udata(loop);
 	if (vm && !vm->closing)
-		luaL_unref(vm->L, LUA_REGISTRYINDEX, (int)cookie);
+		luaL_unref(vm->L, LUA_REGISTRYINDEX, (int)(cookie >> 1));
 }
 
 const struct cs_conn_ops cs_vm_conn_ops = {
@@ -359,6 +395,8 @@ const struct cs_conn_ops cs_vm_conn_ops = {
 static void sock_timer_fired(cs_timer *t)
 {
 	cs_sock *s = (cs_sock *)((char *)t - offsetof(cs_sock, timer));
+	if (s->tls && cs__tls_timer(s))
+		return;
 	switch (s->wait) {
 	case CS_WAIT_READ:
 		cancel_read(s);
@@ -445,6 +483,10 @@ static void connect_finish(cs_sock *s, int r)
 		if (s->co)
 			s->mode = 's'; /* promoted in place: a cosocket */
 		free_addrs(s);
+		if (s->tls) {
+			cs__tls_connected(s); /* the handshake ends the wait */
+			return;
+		}
 		push_self(cs__waiter(s), s);
 		cs__wake(s, 1);
 		return;
@@ -468,6 +510,8 @@ struct conn_opts {
 	const char *intf;
 	bool ipv6;
 	lua_Integer timeout;
+	struct cs_shark *shark; /* TLS */
+	const char *alpn;
 };
 
 static void read_opts(lua_State *L, int idx, struct conn_opts *o)
@@ -475,9 +519,17 @@ static void read_opts(lua_State *L, int idx, struct conn_opts *o)
 	o->intf = NULL;
 	o->ipv6 = false;
 	o->timeout = DEFAULT_CONNECT_MS;
+	o->shark = NULL;
+	o->alpn = NULL;
 	if (lua_isnoneornil(L, idx))
 		return;
 	luaL_checktype(L, idx, LUA_TTABLE);
+	if (lua_getfield(L, idx, "shark") != LUA_TNIL && !(o->shark = cs__to_shark(L, -1)))
+		luaL_error(L, "option 'shark': SharkSSL object expected, got %s", luaL_typename(L, -1));
+	lua_pop(L, 1);
+	if (lua_getfield(L, idx, "alpn") == LUA_TSTRING)
+		o->alpn = lua_tostring(L, -1);
+	lua_pop(L, 1);
 	if (lua_getfield(L, idx, "intf") == LUA_TSTRING)
 		o->intf = lua_tostring(L, -1);
 	lua_pop(L, 1);
@@ -517,12 +569,26 @@ static int connect_blocking(lua_State *L, const char *host, int port, const stru
 			continue;
 		}
 		freeaddrinfo(res);
-		cs_conn *c;
 		cs_vm *vm = cs__vm(L);
-		if (cs_conn_open(vm->loop, fd, NULL, &c) < 0)
+		cs_sock *s = cs__push_sock(L, vm, CS_SOCK_TCP, NULL);
+		if (o->shark) {
+			if (!(s->host = strdup(host))) {
+				close(fd);
+				return cs__fail(L, "malloc");
+			}
+			cs__tls_prepare_connect(L, s, o->shark, host, port, o->alpn);
+			int st = cs__tls_connect_blocking(L, s, fd, (int)o->timeout);
+			if (st < 0) {
+				close(fd);
+				return cs__fail(L, cs_tls_errstr(st));
+			}
+		}
+		cs_conn *c;
+		if (cs_conn_open(vm->loop, fd, s, &c) < 0)
 			return cs__fail(L, "malloc");
-		cs_sock *s = cs__push_sock(L, vm, CS_SOCK_TCP, c);
-		(void)s;
+		s->conn = c;
+		s->had_conn = true;
+		vm->active_socks++;
 		return 1;
 	}
 	freeaddrinfo(res);
@@ -554,6 +620,13 @@ static int l_connect(lua_State *L)
 	} else if (s->conn) {
 		return cs__fail(L, "incorrectuse");
 	}
+	free(s->host);
+	if (!(s->host = strdup(host)))
+		return cs__fail(L, "malloc");
+	if (o.shark)
+		cs__tls_prepare_connect(L, s, o.shark, host, (int)port, o.alpn);
+	else
+		cs__tls_free(s);
 	s->connect_ms = (uint32_t)o.timeout;
 	s->ipv6 = o.ipv6;
 	free_addrs(s);
@@ -575,26 +648,30 @@ static int l_connect(lua_State *L)
 		t->parked = true;
 		return 0;
 	}
-	if (s->wait == CS_WAIT_READY) {
-		/* finished synchronously: the results are already on the stack */
-		s->wait = CS_WAIT_NONE;
-		if (t)
-			return s->nresume;
-		/* take s back out of the ready queue (it is the last entry) */
-		cs_sock **pp = &vm->ready_head;
-		cs_sock *prev = NULL;
-		while (*pp && *pp != s) {
-			prev = *pp;
-			pp = &(*pp)->ready_next;
-		}
-		if (*pp) {
-			*pp = s->ready_next;
-			if (vm->ready_tail == s)
-				vm->ready_tail = prev;
-		}
-		return s->nresume;
-	}
+	if (s->wait == CS_WAIT_READY) /* finished synchronously */
+		return cs__settled_now(s, t != NULL);
 	return lua_yield(L, 0);
+}
+
+int cs__settled_now(cs_sock *s, bool pool_thread)
+{
+	cs_vm *vm = s->vm;
+	s->wait = CS_WAIT_NONE;
+	if (pool_thread)
+		return s->nresume;
+	/* take s back out of the ready queue (it is the last entry) */
+	cs_sock **pp = &vm->ready_head;
+	cs_sock *prev = NULL;
+	while (*pp && *pp != s) {
+		prev = *pp;
+		pp = &(*pp)->ready_next;
+	}
+	if (*pp) {
+		*pp = s->ready_next;
+		if (vm->ready_tail == s)
+			vm->ready_tail = prev;
+	}
+	return s->nresume;
 }
 
 /* ---- bind, accept, event --------------------------------------------- */
@@ -607,6 +684,10 @@ static int l_bind(lua_State *L)
 	struct conn_opts o;
 	read_opts(L, 2, &o);
 	cs_vm *vm = cs__vm(L);
+	if (o.shark && !o.shark->server)
+		return luaL_error(L, "Invalid op: bind: the SharkSSL object is not a server object (use {server=true})");
+	if (o.shark && cs_tls_ctx_certs(o.shark->ctx) == 0)
+		return luaL_error(L, "Invalid op: bind: the SharkSSL server object has no certificate (call :addcert)");
 	cs_sock *cur = cs__current(L);
 	if (cur && cur->conn)
 		return cs__fail(L, "incorrectuse");
@@ -627,10 +708,14 @@ static int l_bind(lua_State *L)
 		cur->mode = 'r';
 		cs_conn_set_udata(c, cur);
 		vm->active_socks++;
+		if (o.shark)
+			cs__tls_listen(L, cur, o.shark);
 		push_self(L, cur);
 		return 1;
 	}
-	cs__push_sock(L, vm, CS_SOCK_LISTEN, c);
+	cs_sock *ls = cs__push_sock(L, vm, CS_SOCK_LISTEN, c);
+	if (o.shark)
+		cs__tls_listen(L, ls, o.shark);
 	return 1;
 }
 
@@ -653,7 +738,9 @@ static int m_accept(lua_State *L)
 	if (fd >= 0) {
 		cs_conn *c;
 		if (cs_conn_open(s->vm->loop, fd, NULL, &c) == 0) {
-			cs__push_sock(L, s->vm, CS_SOCK_TCP, c);
+			cs_sock *n = cs__push_sock(L, s->vm, CS_SOCK_TCP, c);
+			if (s->tls)
+				cs__tls_accepted(n, s);
 			return 1;
 		}
 	} else if (fd != -EAGAIN) {
@@ -688,6 +775,10 @@ static int m_event(lua_State *L)
 		n->had_conn = true;
 		n->queue_limit = s->queue_limit;
 		n->maxsize = s->maxsize;
+		n->tls = s->tls;
+		n->host = s->host;
+		s->tls = NULL;
+		s->host = NULL;
 		cs_conn_set_udata(n->conn, n);
 		s->conn = NULL;
 		lua_replace(L, 1);
@@ -733,6 +824,8 @@ static int l_event(lua_State *L)
  * stream (read_ended()'s values), or 0 when the caller must wait. */
 static int read_now(lua_State *L, cs_sock *s)
 {
+	if (s->tls)
+		return cs__tls_fill(L, s);
 	const char *data;
 	ssize_t n = cs_conn_recv(s->conn, &data);
 	if (n > 0) {
@@ -756,6 +849,9 @@ static int read_blocking(lua_State *L, cs_sock *s, lua_Integer ms)
 	if (vm->shutting_down)
 		return cs__fail(L, "sysshutdown");
 	if (!s->conn) {
+		const char *tls_err = cs__tls_take_error(s);
+		if (tls_err)
+			return cs__fail(L, tls_err);
 		if (s->had_conn && ms <= 0 && s->dead_read)
 			return luaL_error(L, "Invalid op: read: Socket closed");
 		s->dead_read = true;
@@ -766,7 +862,9 @@ static int read_blocking(lua_State *L, cs_sock *s, lua_Integer ms)
 	int nvals = read_now(L, s);
 	if (nvals)
 		return nvals;
-	if (ms > 0)
+	if (s->tls)
+		cs__tls_arm_read(s, ms > 0 ? ms : -1);
+	else if (ms > 0)
 		cs_timer_start(vm->loop, &s->timer, (uint64_t)ms);
 	return cs__park(L, s, CS_WAIT_READ);
 }
@@ -789,6 +887,9 @@ static int m_read(lua_State *L)
 	if (s->vm->shutting_down)
 		return cs__fail(L, "sysshutdown");
 	if (!s->conn) {
+		const char *tls_err = cs__tls_take_error(s);
+		if (tls_err)
+			return cs__fail(L, tls_err);
 		if (s->had_conn) {
 			if (ms < 0 && s->dead_read)
 				return luaL_error(L, "Invalid op: read: Socket closed");
@@ -810,7 +911,9 @@ static int m_read(lua_State *L)
 	int nvals = read_now(L, s);
 	if (nvals)
 		return nvals;
-	if (ms >= 0)
+	if (s->tls)
+		cs__tls_arm_read(s, ms);
+	else if (ms >= 0)
 		cs_timer_start(s->vm->loop, &s->timer, (uint64_t)ms);
 	return cs__wait(L, s, CS_WAIT_READ);
 }
@@ -868,8 +971,17 @@ static int m_write(lua_State *L)
 	/* Blocking sockets and "r" cosockets write as if send() blocked: the
 	 * writer waits until the kernel has every byte. */
 	bool blocking = s->mode != 's';
-	size_t before = cs_conn_queued(s->conn);
-	if (!cur && !(t && blocking)) {
+	size_t before = cs_conn_queued(s->conn) + cs__tls_pending(s);
+	if (s->tls) {
+		/* encrypted (or held during the handshake) and queued whole */
+		if (!cur && !(t && blocking) && before >= s->queue_limit) {
+			lua_pushnil(L);
+			lua_pushinteger(L, (lua_Integer)before);
+			return 2;
+		}
+		if (cs__tls_send(s, data, len) < 0)
+			return cs__fail(L, "socketwritefailed");
+	} else if (!cur && !(t && blocking)) {
 		/* A writer that cannot wait queues only what the kernel refuses
 		 * now (seed 003, "Cosockets flow control"). */
 		if (before >= s->queue_limit) {
@@ -888,15 +1000,17 @@ static int m_write(lua_State *L)
 			return 2;
 		}
 	}
-	lua_pushvalue(L, vidx);
-	int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	int r = cs_conn_send(s->conn, data, len, (uintptr_t)ref);
-	if (r <= 0) {
-		luaL_unref(L, LUA_REGISTRYINDEX, ref);
-		if (r < 0)
-			return cs__fail(L, "socketwritefailed");
+	if (!s->tls) {
+		lua_pushvalue(L, vidx);
+		int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		int r = cs_conn_send(s->conn, data, len, CS_COOKIE_REF(ref));
+		if (r <= 0) {
+			luaL_unref(L, LUA_REGISTRYINDEX, ref);
+			if (r < 0)
+				return cs__fail(L, "socketwritefailed");
+		}
 	}
-	size_t after = s->conn ? cs_conn_queued(s->conn) : 0;
+	size_t after = s->conn ? cs_conn_queued(s->conn) + cs__tls_pending(s) : 0;
 	if (blocking && (cur || t)) {
 		if (after == 0) {
 			lua_pushboolean(L, 1);
@@ -945,7 +1059,7 @@ static int m_write_any(lua_State *L)
 	if (!cs__self)
 		return m_write(L);
 	cs_sock *s = check_sock(L, 1);
-	if (s->kind != CS_SOCK_TCP || !s->conn || cs_conn_error(s->conn))
+	if (s->kind != CS_SOCK_TCP || !s->conn || cs_conn_error(s->conn) || s->tls)
 		return cs__on_loop(L, m_write);
 	int top = lua_gettop(L);
 	size_t len;
@@ -1032,10 +1146,16 @@ static int m_gc(lua_State *L)
 			cs_conn_close(s->conn, false);
 		s->conn = NULL;
 		free_addrs(s);
+		cs__tls_free(s);
+		free(s->host);
+		s->host = NULL;
 		return 0;
 	}
 	cs__sock_close(s, "socketclosed", true);
 	free_addrs(s);
+	cs__tls_free(s);
+	free(s->host);
+	s->host = NULL;
 	cs__forget_coroutine(s);
 	return 0;
 }
@@ -1048,7 +1168,7 @@ static int m_disable(lua_State *L)
 	if (cs__current(L) == s)
 		return cs__wait(L, s, CS_WAIT_DISABLED);
 	if (s->wait == CS_WAIT_READ && !cs_timer_armed(&s->timer) && s->conn) {
-		cs_conn_recv_cancel(s->conn);
+		cancel_read(s);
 		s->rx_paused = true;
 		s->wait = CS_WAIT_NONE;
 		s->vm->waiting--;
@@ -1079,20 +1199,9 @@ static int m_enable(lua_State *L)
 		s->rx_paused = false;
 		if (!s->conn)
 			return cs__fail(L, "socketclosed");
-		const char *data;
-		ssize_t n = cs_conn_recv(s->conn, &data);
 		s->wait = CS_WAIT_READ;
 		s->vm->waiting++;
-		if (n > 0) {
-			lua_pushlstring(s->co, data, (size_t)n);
-			cs__wake(s, 1);
-		} else if (n != -EAGAIN) {
-			s->vm->waiting--;
-			int nvals = read_ended(s->co, s, n);
-			s->wait = CS_WAIT_READ;
-			s->vm->waiting++;
-			cs__wake(s, nvals);
-		}
+		cs__wake_reader(s, read_now);
 		lua_pushboolean(L, 1);
 		return 1;
 	}
@@ -1115,6 +1224,8 @@ static const char *state_name(const cs_sock *s)
 		return "accept";
 	case CS_WAIT_CONNECT:
 		return "connect";
+	case CS_WAIT_HANDSHAKE:
+		return "upgrade";
 	case CS_WAIT_WRITE:
 		return "write";
 	case CS_WAIT_DISABLED:
@@ -1327,6 +1438,7 @@ int cs__open_socket(lua_State *L)
 	cs__setfuncs_on_loop(L, sock_meta_on_loop);
 	luaL_newlibtable(L, sock_methods);
 	cs__setfuncs_on_loop(L, sock_methods);
+	cs__tls_methods(L);
 	lua_pushcfunction(L, m_write_any);
 	lua_setfield(L, -2, "write");
 	lua_pushcfunction(L, cs__udp_sendto); /* syscalls only: any thread */

@@ -431,7 +431,9 @@ int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out)
 	vm->max_threads = cfg->threads;
 	vm->reuseport = cfg->workers > 0;
 	vm->L = luaL_newstate();
-	if (!vm->L) {
+	if (!vm->L || (cfg->state_dir && !(vm->state_dir = strdup(cfg->state_dir)))) {
+		if (vm->L)
+			lua_close(vm->L);
 		free(vm);
 		return -1;
 	}
@@ -486,6 +488,8 @@ void cs_vm_destroy(cs_vm *vm)
 	lua_close(vm->L); /* __gc closes every socket still open */
 	cs__threads_free(vm);
 	cs__rng_free(vm);
+	cs__io_free(vm);
+	free(vm->tls_buf);
 	free(vm->dgram_buf);
 	cs_pool_destroy(vm->resolver);
 	cs_loop_set_wait_hooks(vm->loop, NULL, NULL, NULL);

@@ -18,4 +18,17 @@ require("cosockd.proxy").start{
    intf = "127.0.0.1", port = 8080,
    upstream_host = "127.0.0.1", upstream_port = upstream_port,
    connect_timeout = 1000, -- ms, per resolved address
+   -- TLS towards clients: uncomment and point at your certificate chain and
+   -- key (PEM files; for a public name, e.g. the fullchain.pem and
+   -- privkey.pem a certbot run leaves in /etc/letsencrypt/live/NAME/).
+   -- tls_cert = "/etc/cosockd/tls/fullchain.pem",
+   -- tls_key = "/etc/cosockd/tls/privkey.pem",
+   -- TLS towards the upstream, verified against these CA certificates:
+   -- upstream_tls = true, upstream_ca = "/etc/ssl/certs/ca-certificates.crt",
 }
+
+-- Scripts written for the original product that load
+-- ba.openio("vm") .. ".certificate/MakoServer.pem" get a self-signed
+-- certificate for "localhost", generated on first use into the state
+-- directory (--state-dir; $STATE_DIRECTORY under systemd). Replace
+-- MakoServer.pem and MakoServer.key there with a real certificate and key.

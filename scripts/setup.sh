@@ -6,7 +6,7 @@ set -eu
 PACKAGES="
   build-essential pkg-config meson ninja-build python3
   liblua5.4-dev lua5.4 liburing-dev libwolfssl-dev libyajl-dev libsystemd-dev libcriterion-dev
-  socat openssl curl wrk python3-websockets procps util-linux iproute2
+  socat openssl ca-certificates curl wrk python3-websockets procps util-linux iproute2
 "
 # Peers for the side-by-side benchmarks (bench/), not needed by the tests.
 BENCH_PACKAGES="haproxy nginx libnginx-mod-stream gnuplot-nox"
