@@ -356,8 +356,12 @@ bool cs__tls_timer(cs_sock *s);
 void cs__tls_arm_read(cs_sock *s, int64_t ms);
 /* Closing: queue close_notify (graceful), free the session. */
 void cs__tls_closing(cs_sock *s, bool graceful);
-/* A read on a closed socket: the TLS error that closed it, once. */
-const char *cs__tls_take_error(cs_sock *s);
+/* A read on a closed socket: push the TLS error that closed it (once) and
+ * return the count of values, or 0 when there is none. */
+int cs__tls_take_error(lua_State *L, cs_sock *s);
+/* The handshake failed before anyone read: accept handed out a socket
+ * whose first read reports why. */
+bool cs__tls_failed(const cs_sock *s);
 /* The socket object is collected. */
 void cs__tls_free(cs_sock *s);
 /* certificate, cipher, trusted, isresumed, relsession, upgrade, alpn */

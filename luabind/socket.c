@@ -783,7 +783,7 @@ static int m_event(lua_State *L)
 		s->conn = NULL;
 		lua_replace(L, 1);
 		s = n;
-	} else if (!s->conn) {
+	} else if (!s->conn && !cs__tls_failed(s)) {
 		return cs__fail(L, "invalidsocketcon");
 	}
 	s->mode = s->kind == CS_SOCK_LISTEN ? 'r' : mode;
@@ -849,9 +849,9 @@ static int read_blocking(lua_State *L, cs_sock *s, lua_Integer ms)
 	if (vm->shutting_down)
 		return cs__fail(L, "sysshutdown");
 	if (!s->conn) {
-		const char *tls_err = cs__tls_take_error(s);
-		if (tls_err)
-			return cs__fail(L, tls_err);
+		int nerr = cs__tls_take_error(L, s);
+		if (nerr)
+			return nerr;
 		if (s->had_conn && ms <= 0 && s->dead_read)
 			return luaL_error(L, "Invalid op: read: Socket closed");
 		s->dead_read = true;
@@ -887,9 +887,9 @@ static int m_read(lua_State *L)
 	if (s->vm->shutting_down)
 		return cs__fail(L, "sysshutdown");
 	if (!s->conn) {
-		const char *tls_err = cs__tls_take_error(s);
-		if (tls_err)
-			return cs__fail(L, tls_err);
+		int nerr = cs__tls_take_error(L, s);
+		if (nerr)
+			return nerr;
 		if (s->had_conn) {
 			if (ms < 0 && s->dead_read)
 				return luaL_error(L, "Invalid op: read: Socket closed");

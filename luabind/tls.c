@@ -82,12 +82,12 @@ static int l_sharkcert(lua_State *L)
 		return push_cert(L, cert, clen, key, klen, pw);
 	const char *err;
 	char *cbuf = cs__io_read(L, 1, cert, &clen, &err), *kbuf = NULL;
-	if (cbuf && !(kbuf = cs__io_read(L, 1, key, &klen, &err))) {
-		free(cbuf);
-		cbuf = NULL;
-	}
 	if (!cbuf)
-		return cs__fail_why(L, err, a == 2 && !kbuf && cbuf ? key : cert);
+		return cs__fail_why(L, err, cert);
+	if (!(kbuf = cs__io_read(L, 1, key, &klen, &err))) {
+		free(cbuf);
+		return cs__fail_why(L, err, key);
+	}
 	int n = push_cert(L, cbuf, clen, kbuf, klen, pw);
 	free(cbuf);
 	free_secret(kbuf, klen);

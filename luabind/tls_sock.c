@@ -230,8 +230,8 @@ static int hs_begin(cs_sock *s, const char *host, int port, uint8_t waiter)
 	if (!x->session)
 		return -ENOMEM;
 	x->waiter = waiter;
-	x->deadline = cs_loop_now(s->vm->loop) + x->handshake_ms;
 	cs_timer_start(s->vm->loop, &s->timer, x->handshake_ms);
+	x->deadline = s->timer.due; /* from the clock read afresh */
 	return 0;
 }
 
@@ -458,14 +458,16 @@ void cs__tls_closing(cs_sock *s, bool graceful)
 	x->pending_len = 0;
 }
 
-const char *cs__tls_take_error(cs_sock *s)
+int cs__tls_take_error(lua_State *L, cs_sock *s)
 {
 	if (!s->tls || !s->tls->err)
-		return NULL;
-	const char *e = s->tls->err;
-	s->tls->err = NULL;
-	return e;
+		return 0;
+	const char *e = s->tls->err, *why = s->tls->why;
+	s->tls->err = s->tls->why = NULL;
+	return why ? cs__fail_why(L, e, why) : cs__fail(L, e);
 }
+
+bool cs__tls_failed(const cs_sock *s) { return s->tls && s->tls->err; }
 
 /* ---- methods ------------------------------------------------------------ */
 

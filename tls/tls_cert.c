@@ -45,6 +45,45 @@ static int collect_names(cs_tls_cert *c, WOLFSSL_X509 *x)
 	return 0;
 }
 
+/* Whether c's key really belongs to its certificate: wolfSSL's own check
+ * passes some mismatched ECC pairs, so shake hands with ourselves in
+ * memory; the client checks the server's CertificateVerify signature
+ * against the certificate's public key. */
+static bool key_signs_for(const cs_tls_cert *c)
+{
+	cs_tls_ctx *sctx = cs_tls_ctx_new(&(struct cs_tls_ctx_opts){.server = true});
+	cs_tls_ctx *cctx = cs_tls_ctx_new(&(struct cs_tls_ctx_opts){0});
+	cs_tls *srv = NULL, *cli = NULL;
+	bool ok = false;
+	if (!sctx || !cctx || cs__tls_load_cert(sctx->ssl_ctx, NULL, c) < 0)
+		goto out;
+	if (!(srv = cs_tls_new(sctx, NULL, 0, NULL)) || !(cli = cs_tls_new(cctx, NULL, 0, NULL)))
+		goto out;
+	for (int round = 0; round < 8; round++) {
+		int rc = cs_tls_handshake(cli), rs = cs_tls_handshake(srv);
+		if (rc < CS_TLS_WANT_READ || rs < CS_TLS_WANT_READ)
+			break;
+		if (rc == CS_TLS_OK && rs == CS_TLS_OK) {
+			ok = true;
+			break;
+		}
+		size_t len;
+		char *out;
+		if ((out = cs_tls_take_output(cli, &len)))
+			cs_tls_feed(srv, out, len);
+		free(out);
+		if ((out = cs_tls_take_output(srv, &len)))
+			cs_tls_feed(cli, out, len);
+		free(out);
+	}
+out:
+	cs_tls_free(srv);
+	cs_tls_free(cli);
+	cs_tls_ctx_unref(sctx);
+	cs_tls_ctx_unref(cctx);
+	return ok;
+}
+
 cs_tls_cert *cs_tls_cert_new(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
 			     const char *password, const char **err)
 {
@@ -76,7 +115,7 @@ cs_tls_cert *cs_tls_cert_new(const char *cert_pem, size_t cert_len, const char *
 	    WOLFSSL_SUCCESS)
 		goto fail;
 	*err = "key_cert_mismatch";
-	if (wolfSSL_CTX_check_private_key(probe) != WOLFSSL_SUCCESS)
+	if (wolfSSL_CTX_check_private_key(probe) != WOLFSSL_SUCCESS || !key_signs_for(c))
 		goto fail;
 	*err = "malloc";
 	if (collect_names(c, leaf) < 0)
