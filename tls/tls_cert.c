@@ -324,8 +324,10 @@ static bool asn1_time(const WOLFSSL_ASN1_TIME *at, time_t *out)
  * OpenSSL layer (Debian's), X509_V_ERR_* ones: accept both. */
 static bool date_error(int err)
 {
+	/* wolfSSL reports its date errors as the "error in notBefore/notAfter
+	 * field" codes, 13 and 14 */
 	return err == ASN_AFTER_DATE_E || err == ASN_BEFORE_DATE_E || err == X509_V_ERR_CERT_HAS_EXPIRED ||
-	       err == X509_V_ERR_CERT_NOT_YET_VALID;
+	       err == X509_V_ERR_CERT_NOT_YET_VALID || err == 13 || err == 14;
 }
 
 static bool unknown_ca_error(int err)
