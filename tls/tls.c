@@ -99,6 +99,27 @@ static int send_cb(WOLFSSL *ssl, char *buf, int sz, void *arg)
 
 /* ---- contexts ---------------------------------------------------------- */
 
+/* Server ALPN: the first of our protocols, in our order, that the client
+ * offers (in is the client's length-prefixed list). */
+static int alpn_select_cb(WOLFSSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+			  unsigned int inlen, void *arg)
+{
+	(void)ssl;
+	const char *p = ((cs_tls_ctx *)arg)->alpn;
+	while (p && *p) {
+		size_t n = strcspn(p, ",");
+		for (unsigned i = 0; i < inlen; i += 1u + in[i]) {
+			if (in[i] == n && i + 1 + n <= inlen && !memcmp(in + i + 1, p, n)) {
+				*out = in + i + 1;
+				*outlen = (unsigned char)n;
+				return 0; /* SSL_TLSEXT_ERR_OK */
+			}
+		}
+		p += n + (p[n] == ',');
+	}
+	return 3; /* SSL_TLSEXT_ERR_NOACK: go on without ALPN */
+}
+
 cs_tls_ctx *cs_tls_ctx_new(const struct cs_tls_ctx_opts *o)
 {
 	if (cs_tls_global_init() < 0)
@@ -122,6 +143,8 @@ cs_tls_ctx *cs_tls_ctx_new(const struct cs_tls_ctx_opts *o)
 		wolfSSL_CTX_set_servername_arg(ctx->ssl_ctx, ctx);
 		if (o->alpn && !(ctx->alpn = strdup(o->alpn)))
 			goto fail;
+		if (ctx->alpn)
+			wolfSSL_CTX_set_alpn_select_cb(ctx->ssl_ctx, alpn_select_cb, ctx);
 	} else {
 		/* Always verify, so that cs_tls_trust() can say what passed;
 		 * the callback decides whether a failure ends the handshake. */

@@ -407,13 +407,21 @@ static void read_dn(WOLFSSL_X509_NAME *n, struct cs_tls_dn *dn)
 	read_dn_field(n, NID_commonName, dn->common, sizeof(dn->common));
 }
 
+/* As SharkSSL shows dates: UTCTime, "YYMMDDHHMMSSZ"; a GeneralizedTime
+ * loses its century when UTCTime can hold the year (1950-2049). */
 static void copy_time(const WOLFSSL_ASN1_TIME *at, char *buf, size_t len)
 {
 	buf[0] = '\0';
 	if (!at || at->length <= 0 || (size_t)at->length >= len)
 		return;
-	memcpy(buf, at->data, (size_t)at->length);
-	buf[at->length] = '\0';
+	const char *d = (const char *)at->data;
+	size_t n = (size_t)at->length;
+	if (n == 15 && (!strncmp(d, "19", 2) ? d[2] >= '5' : !strncmp(d, "20", 2) && d[2] < '5')) {
+		d += 2;
+		n -= 2;
+	}
+	memcpy(buf, d, n);
+	buf[n] = '\0';
 }
 
 int cs_tls_peer_cert(const cs_tls *t, struct cs_tls_peer_cert *pc)
