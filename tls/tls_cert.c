@@ -503,6 +503,15 @@ int cs_tls_make_self_signed(const char *cn, unsigned days, char **cert_pem, char
 	strncpy(cert->subject.commonName, cn, CTC_NAME_SIZE - 1);
 	strncpy(cert->subject.org, "cosockd", CTC_NAME_SIZE - 1);
 	cert->daysValid = (int)days;
+	/* UTCTime dates, as RFC 5280 4.1.2.5 wants before 2050 (wolfSSL would
+	 * write GeneralizedTime); valid from a day ago, for clock skew */
+	time_t now = time(NULL), from = now - 86400, to = now + (time_t)days * 86400;
+	struct tm tm;
+	cert->beforeDate[0] = cert->afterDate[0] = 0x17;
+	cert->beforeDate[1] = cert->afterDate[1] = 13;
+	strftime((char *)cert->beforeDate + 2, 14, "%y%m%d%H%M%SZ", gmtime_r(&from, &tm));
+	strftime((char *)cert->afterDate + 2, 14, "%y%m%d%H%M%SZ", gmtime_r(&to, &tm));
+	cert->beforeDateSz = cert->afterDateSz = 15;
 	cert->sigType = CTC_SHA256wECDSA;
 	cert->isCA = 0;
 	int an = alt_names(cn, cert->altNames, sizeof(cert->altNames));
