@@ -603,6 +603,8 @@ static int l_connect(lua_State *L)
 	luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
 	struct conn_opts o;
 	read_opts(L, 3, &o);
+	if (o.shark && o.shark->server)
+		return luaL_error(L, "Invalid op: connect: the SharkSSL object is a server object");
 	cs_vm *vm = cs__vm(L);
 	cs_sock *s = cs__current(L);
 	cs_lthread *t = cs__caller(L, vm);

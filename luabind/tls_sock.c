@@ -257,15 +257,16 @@ bool cs__tls_timer(cs_sock *s)
 void cs__tls_arm_read(cs_sock *s, int64_t ms)
 {
 	struct cs_sock_tls *x = s->tls;
-	uint64_t now = cs_loop_now(s->vm->loop);
-	x->read_due = ms >= 0 ? now + (uint64_t)ms : 0;
+	x->read_due = 0;
 	if (!cs__tls_handshaking(s)) {
 		if (ms >= 0)
 			cs_timer_start(s->vm->loop, &s->timer, (uint64_t)ms);
 		return;
 	}
-	uint64_t left = until(s, x->deadline);
-	cs_timer_start(s->vm->loop, &s->timer, ms >= 0 && (uint64_t)ms < left ? (uint64_t)ms : left);
+	uint64_t left = until(s, x->deadline), arm = ms >= 0 && (uint64_t)ms < left ? (uint64_t)ms : left;
+	cs_timer_start(s->vm->loop, &s->timer, arm);
+	if (ms >= 0) /* the timer read the clock afresh: count from there */
+		x->read_due = s->timer.due - arm + (uint64_t)ms;
 }
 
 int cs__tls_listen(lua_State *L, cs_sock *s, struct cs_shark *sh)

@@ -648,3 +648,25 @@ def stop_and_check_exit(d, sig=signal.SIGTERM, timeout=10.0, want=0):
     d.signal(sig)
     rc = d.wait_exit(timeout)
     check_eq(rc, want, "daemon exit status")
+
+
+# ---------------------------------------------------------------------------
+# Resources (leak checks)
+
+def fd_count(pid):
+    """Open file descriptors of process pid (/proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wait_until(cond, timeout, what, interval=0.02):
+    """Poll cond() until it returns a true value, for state that has no
+    signal to wait on (a descriptor count, a file appearing); returns that
+    value, or fails after timeout seconds saying what was awaited."""
+    end = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= end:
+            raise TestFailure(f"{what}: not within {timeout:g} s")
+        time.sleep(interval)
