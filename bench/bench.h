@@ -27,6 +27,7 @@
 /* A subcommand: argv[0] is the subcommand's name. Returns the exit status. */
 int cs__cmd_echo(int argc, char **argv);
 int cs__cmd_rr(int argc, char **argv);
+int cs__cmd_handshake(int argc, char **argv);
 int cs__cmd_bulk(int argc, char **argv);
 int cs__cmd_conns(int argc, char **argv);
 int cs__cmd_serve(int argc, char **argv);

@@ -16,6 +16,10 @@
  * A connection's memory is bounded: the head is read into a fixed buffer
  * (a larger head is a "bad-response") and the body through the worker's
  * scratch buffer, never past the response's end when its length is known.
+ *
+ * --tls speaks HTTPS: each connection shakes hands once, before the clock
+ * starts (or when it reconnects), then carries its requests; the skeleton
+ * does the handshakes and cs__conn_send()/cs__conn_recv() the records.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -24,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 
 #include "http.h"
 #include "load.h"
@@ -65,7 +68,7 @@ static void rr_send(struct cs__worker *w, struct rr_conn *r)
 	const struct rr_ctx *x = w->cfg->ctx;
 
 	while (r->wpos < x->req_len) {
-		ssize_t n = send(r->base.fd, x->req + r->wpos, x->req_len - r->wpos, MSG_NOSIGNAL);
+		ssize_t n = cs__conn_send(&r->base, x->req + r->wpos, x->req_len - r->wpos);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -218,7 +221,7 @@ static void rr_recv(struct cs__worker *w, struct rr_conn *r)
 		} else if (r->state == RR_BODY && r->body_left < want) {
 			want = (size_t)r->body_left;
 		}
-		ssize_t n = recv(r->base.fd, buf, want, 0);
+		ssize_t n = cs__conn_recv(&r->base, buf, want);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -273,7 +276,8 @@ static void rr_describe(FILE *f, const struct cs__load_cfg *cfg)
 {
 	const struct rr_ctx *x = cfg->ctx;
 
-	fprintf(f, "GET %s, %llu conns", x->path, (unsigned long long)cfg->conns);
+	fprintf(f, "GET %s, %llu conns%s", x->path, (unsigned long long)cfg->conns,
+		cfg->tls ? ", TLS" : "");
 }
 
 static void rr_params(struct cs__json *j, const struct cs__load_cfg *cfg)
@@ -294,7 +298,7 @@ static const struct cs__scenario rr_scenario = {
 
 static const char usage[] =
 	"usage: cosockd-bench rr --target A.B.C.D:PORT --conns N [--path /]\n"
-	"  [--rate REQUESTS_PER_S]\n" CS__LOAD_USAGE;
+	"  [--rate REQUESTS_PER_S]\n" CS__TLS_USAGE CS__LOAD_USAGE;
 
 enum { OPT_PATH = CS__OPT_SCENARIO };
 
@@ -303,6 +307,7 @@ int cs__cmd_rr(int argc, char **argv)
 	static const struct option opts[] = {
 		CS__LOAD_OPTIONS,
 		CS__RATE_OPTION,
+		CS__TLS_OPTIONS,
 		{"conns", required_argument, NULL, CS__OPT_CONNS},
 		{"path", required_argument, NULL, OPT_PATH},
 		{NULL, 0, NULL, 0},

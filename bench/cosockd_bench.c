@@ -4,16 +4,19 @@
  *
  *   cosockd-bench echo  ...   echo round trips, closed or open loop,
  *                             pipelined or not (cmd_echo.c)
- *   cosockd-bench rr    ...   HTTP/1.1 keep-alive request/response (cmd_rr.c)
+ *   cosockd-bench rr    ...   HTTP/1.1 keep-alive request/response, plain
+ *                             or over TLS (cmd_rr.c)
+ *   cosockd-bench handshake   TLS handshakes: connect, handshake, close,
+ *                             ...  over and over (cmd_handshake.c)
  *   cosockd-bench bulk  ...   one-way throughput, up or down (cmd_bulk.c)
  *   cosockd-bench conns ...   hold N idle connections, measure the server's
  *                             RSS per connection (cmd_conns.c)
  *   cosockd-bench serve ...   the backends: http, sink, source, echo
  *                             (cmd_serve.c, serve_http.c)
  *
- * echo, rr and bulk share one run skeleton (load.c), one pacing module
- * (pace.c), one progress line (progress.c) and one report layout
- * (report.c).
+ * echo, rr, handshake and bulk share one run skeleton (load.c), one pacing
+ * module (pace.c), one progress line (progress.c) and one report layout
+ * (report.c); TLS, on the client side, is tls.c's (wolfSSL).
  *
  * Each subcommand prints a human summary on stdout and, with --json FILE,
  * writes its results and the environment as JSON. Exit status 0 on success;
@@ -32,7 +35,8 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
 	{"echo", cs__cmd_echo, "echo round trips: throughput and latency"},
-	{"rr", cs__cmd_rr, "HTTP/1.1 keep-alive requests: throughput and latency"},
+	{"rr", cs__cmd_rr, "HTTP/1.1 keep-alive requests (--tls: HTTPS): throughput and latency"},
+	{"handshake", cs__cmd_handshake, "TLS handshakes: connect, handshake, close; per second"},
 	{"bulk", cs__cmd_bulk, "one-way bulk throughput, up or down"},
 	{"conns", cs__cmd_conns, "hold N connections; server RSS per connection"},
 	{"serve", cs__cmd_serve, "backends to benchmark against: http, sink, source, echo"},
@@ -42,7 +46,7 @@ static int usage(FILE *f, int status)
 {
 	fprintf(f, "usage: cosockd-bench SUBCOMMAND [OPTIONS]  (SUBCOMMAND --help for its options)\n\n");
 	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
-		fprintf(f, "  %-8s %s\n", subcommands[i].name, subcommands[i].help);
+		fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);
 	return status;
 }
 

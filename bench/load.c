@@ -8,6 +8,11 @@
  * nanosecond rather than the millisecond. Reconnects are deferred to the
  * top of the loop, so that events still queued for a closed fd can never
  * be taken for events of its successor.
+ *
+ * A connection being set up inside the loop goes: connect() started
+ * (connecting), TCP up (the first EPOLLOUT), and with --tls a handshake
+ * stepped on every event (handshaking) until it is done; then the
+ * scenario gets it through offer().
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -34,6 +39,7 @@ static const char *const err_names[CS__ERR_KINDS] = {
 	[CS__ERR_BAD] = "bad-response",
 	[CS__ERR_UNSUPPORTED] = "unsupported-response",
 	[CS__ERR_STATUS] = "http-status",
+	[CS__ERR_TLS] = "tls",
 	[CS__ERR_OTHER] = "other",
 };
 
@@ -54,6 +60,8 @@ enum cs__err cs__err_of_errno(int err)
 	case EHOSTUNREACH:
 	case ENETUNREACH:
 		return CS__ERR_CONNECT;
+	case EPROTO: /* tls.c's */
+		return CS__ERR_TLS;
 	default:
 		return CS__ERR_OTHER;
 	}
@@ -94,6 +102,8 @@ int cs__load_option(struct cs__load_cfg *cfg, int o, const char *arg, const char
 	case CS__OPT_THREADS: cfg->threads = cs__parse_u64("--threads", arg, 1, 256); return 1;
 	case CS__OPT_PID: cfg->pid = (pid_t)cs__parse_u64("--pid", arg, 1, 1u << 30); return 1;
 	case CS__OPT_JSON: cfg->json = arg; return 1;
+	case CS__OPT_TLS: cfg->tls = 1; return 1;
+	case CS__OPT_TLS_CA: cfg->tls = 1; cfg->tls_ca = arg; return 1;
 	case CS__OPT_HELP:
 		fputs(usage, stdout);
 		exit(0);
@@ -162,9 +172,13 @@ void cs__worker_error(struct cs__worker *w, enum cs__err kind, const char *why)
 
 static void conn_close(struct cs__worker *w, struct cs__conn *c)
 {
+	if (c->tls) {
+		cs__tls_free(c->tls);
+		c->tls = NULL;
+	}
 	close(c->fd); /* also leaves the epoll set */
 	c->fd = -1;
-	c->connecting = 0;
+	c->connecting = c->handshaking = 0;
 	w->alive--;
 }
 
@@ -177,14 +191,42 @@ void cs__conn_fail(struct cs__worker *w, struct cs__conn *c, enum cs__err kind,
 
 void cs__conn_fail_errno(struct cs__worker *w, struct cs__conn *c, int err)
 {
-	cs__conn_fail(w, c, cs__err_of_errno(err), strerror(err));
+	cs__conn_fail(w, c, cs__err_of_errno(err), err == EPROTO ? cs__tls_why() : strerror(err));
 }
 
 void cs__conn_reconnect(struct cs__worker *w, struct cs__conn *c)
 {
+	if (c->tls && w->cfg->tls_resume) {
+		struct WOLFSSL_SESSION *s = cs__tls_session(c->tls);
+		if (s) {
+			cs__tls_session_free(c->resume);
+			c->resume = s;
+		}
+	}
 	conn_close(w, c);
 	c->connecting = 1; /* closed, and to be connected again */
 	w->redo[w->nredo++] = c;
+}
+
+ssize_t cs__conn_recv(struct cs__conn *c, void *buf, size_t len)
+{
+	if (c->tls)
+		return cs__tls_recv(c->tls, buf, len);
+	return recv(c->fd, buf, len, 0);
+}
+
+ssize_t cs__conn_send(struct cs__conn *c, const void *buf, size_t len)
+{
+	if (c->tls)
+		return cs__tls_send(c->tls, buf, len);
+	return send(c->fd, buf, len, MSG_NOSIGNAL);
+}
+
+void cs__conn_shutdown(struct cs__conn *c)
+{
+	if (c->tls)
+		cs__tls_close_notify(c->tls);
+	shutdown(c->fd, SHUT_WR);
 }
 
 /* Start the deferred reconnects (see the top). */
@@ -192,6 +234,7 @@ static void start_reconnects(struct cs__worker *w)
 {
 	while (w->nredo) {
 		struct cs__conn *c = w->redo[--w->nredo];
+		c->t_open = cs__now_ns();
 		int fd = cs__connect_start(&w->cfg->target, c->index);
 		if (fd < 0) {
 			cs__worker_error(w, CS__ERR_CONNECT, strerror(-fd));
@@ -220,6 +263,34 @@ static void offer(struct cs__worker *w, struct cs__conn *c, uint64_t now)
 		w->cfg->sc->offer(w, c, now);
 }
 
+/* A handshake is done: count it (and whether it resumed a session). */
+static void handshaken(struct cs__worker *w, struct cs__conn *c, uint64_t now)
+{
+	if (!w->negotiated[0])
+		cs__tls_describe(c->tls, w->negotiated, sizeof(w->negotiated));
+	if (!in_window(w, now))
+		return;
+	w->handshakes++;
+	w->resumed += (uint64_t)cs__tls_resumed(c->tls);
+}
+
+/* One step of a reconnect's handshake; offer() once it is done. */
+static void handshake_step(struct cs__worker *w, struct cs__conn *c)
+{
+	int r = cs__tls_handshake(c->tls);
+
+	if (r < 0) {
+		cs__conn_fail_errno(w, c, errno);
+		return;
+	}
+	if (r == 0)
+		return; /* the next event goes on */
+	uint64_t now = cs__now_ns();
+	handshaken(w, c, now);
+	c->connecting = c->handshaking = 0;
+	offer(w, c, now);
+}
+
 /* A reconnect finished (writable) or failed. */
 static void connected(struct cs__worker *w, struct cs__conn *c)
 {
@@ -232,6 +303,16 @@ static void connected(struct cs__worker *w, struct cs__conn *c)
 		cs__conn_fail(w, c, CS__ERR_CONNECT, strerror(err));
 		return;
 	}
+	if (w->cfg->tls) {
+		c->tls = cs__tls_new(w->cfg->tls_ctx, c->fd, c->resume);
+		if (!c->tls) {
+			cs__conn_fail(w, c, CS__ERR_OTHER, "out of memory for a TLS session");
+			return;
+		}
+		c->handshaking = 1;
+		handshake_step(w, c);
+		return;
+	}
 	c->connecting = 0;
 	offer(w, c, cs__now_ns());
 }
@@ -240,6 +321,10 @@ static void dispatch(struct cs__worker *w, struct cs__conn *c, uint32_t events)
 {
 	if (c->fd < 0)
 		return; /* closed earlier in this batch */
+	if (c->handshaking) {
+		handshake_step(w, c);
+		return;
+	}
 	if (c->connecting) {
 		if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 			connected(w, c);
@@ -291,6 +376,8 @@ static void *worker_main(void *arg)
 		for (int i = 0; i < n; i++)
 			dispatch(w, events[i].data.ptr, events[i].events);
 	}
+	if (cfg->tls)
+		cs__tls_thread_end();
 	return NULL;
 }
 
@@ -324,6 +411,9 @@ static void workers_free(const struct cs__load_cfg *cfg, struct cs__worker *ws)
 	for (uint64_t t = 0; t < cfg->threads; t++) {
 		for (size_t i = 0; i < ws[t].nconns; i++) {
 			struct cs__conn *c = conn_at(&ws[t], i);
+			if (c->tls)
+				cs__tls_free(c->tls);
+			cs__tls_session_free(c->resume);
 			if (c->fd >= 0)
 				close(c->fd);
 			cs__flight_free(&c->flight);
@@ -336,22 +426,59 @@ static void workers_free(const struct cs__load_cfg *cfg, struct cs__worker *ws)
 	free(ws);
 }
 
-/* Open every connection (blocking, before the clock starts) and hand them
- * to the workers round-robin. */
+/* A churn scenario's connection: not opened now but first thing in the
+ * worker's loop, as a reconnect. */
+static void defer_conn(struct cs__worker *w, uint64_t i)
+{
+	struct cs__conn *c = conn_at(w, w->nconns++);
+
+	c->fd = -1;
+	c->index = i;
+	c->connecting = 1;
+	if (w->cfg->depth && cs__flight_init(&c->flight, w->cfg->depth, (uint32_t)(w->nconns - 1)) < 0)
+		cs__fail("out of memory");
+	w->redo[w->nredo++] = c;
+}
+
+/* The handshake of a connection opened before the clock starts: blocking,
+ * bounded by the socket's timeouts. */
+static void first_handshake(const struct cs__load_cfg *cfg, struct cs__worker *w,
+			    struct cs__conn *c)
+{
+	c->tls = cs__tls_new(cfg->tls_ctx, c->fd, NULL);
+	if (!c->tls)
+		cs__fail("out of memory for a TLS session");
+	int r = cs__tls_handshake(c->tls);
+	if (r <= 0)
+		cs__fail("TLS handshake with %s (connection %llu): %s", cfg->target_str,
+			 (unsigned long long)c->index,
+			 r == 0 ? "timed out" : errno == EPROTO ? cs__tls_why() : strerror(errno));
+	if (!w->negotiated[0])
+		cs__tls_describe(c->tls, w->negotiated, sizeof(w->negotiated));
+}
+
+/* Open every connection (blocking, before the clock starts; with --tls,
+ * handshake included) and hand them to the workers round-robin. */
 static void open_conns(const struct cs__load_cfg *cfg, struct cs__worker *ws)
 {
 	for (uint64_t i = 0; i < cfg->conns; i++) {
 		struct cs__worker *w = &ws[i % cfg->threads];
+		if (cfg->sc->churn) {
+			defer_conn(w, i);
+			continue;
+		}
 		int fd = cs__connect(&cfg->target, i, CONNECT_TIMEOUT_MS);
 		if (fd < 0)
 			cs__fail("cannot connect to %s (connection %llu): %s", cfg->target_str,
 				 (unsigned long long)i, strerror(-fd));
-		int err = cs__set_nonblock(fd);
-		if (err)
-			cs__fail("fcntl: %s", strerror(-err));
 		struct cs__conn *c = conn_at(w, w->nconns);
 		c->fd = fd;
 		c->index = i;
+		if (cfg->tls)
+			first_handshake(cfg, w, c);
+		int err = cs__set_nonblock(fd);
+		if (err)
+			cs__fail("fcntl: %s", strerror(-err));
 		if (cfg->depth && cs__flight_init(&c->flight, cfg->depth, (uint32_t)w->nconns) < 0)
 			cs__fail("out of memory");
 		struct epoll_event ev = {
@@ -435,6 +562,10 @@ static void merge(const struct cs__load_cfg *cfg, const struct cs__worker *ws,
 			r->errors += w->errors[k];
 		}
 		r->conns_open += w->alive;
+		r->handshakes += w->handshakes;
+		r->resumed += w->resumed;
+		if (!r->negotiated[0])
+			memcpy(r->negotiated, w->negotiated, sizeof(r->negotiated));
 		cs__hist_merge(&r->hist, &w->hist);
 	}
 }
@@ -450,6 +581,8 @@ int cs__load_run(struct cs__load_cfg *cfg, int argc, char **argv)
 	r->server_cpu_ns = -1;
 	if (cfg->pid && cs__server_usage(cfg->pid, &u) < 0)
 		cs__fail("--pid %d: no such process", (int)cfg->pid);
+	if (cfg->tls)
+		cfg->tls_ctx = cs__tls_ctx_new(cfg->tls_ca);
 	uint64_t nofile = cs__raise_nofile();
 	if (cfg->conns + 16 > nofile)
 		cs__fail("%s %llu needs more fds than RLIMIT_NOFILE %llu", cfg->conns_opt,
@@ -472,6 +605,8 @@ int cs__load_run(struct cs__load_cfg *cfg, int argc, char **argv)
 	merge(cfg, ws, r);
 	workers_free(cfg, ws);
 	free(lives);
+	if (cfg->tls_ctx)
+		cs__tls_ctx_free(cfg->tls_ctx);
 
 	cs__load_report(cfg, r, argc, argv);
 	int status = 0;

@@ -14,6 +14,13 @@
  * requests now - and event() - its socket reported events. The skeleton
  * owns the sockets: it connects, completes reconnects, and closes.
  * Only work that completes inside the window counts.
+ *
+ * With --tls the skeleton also owns the TLS session of every connection
+ * (tls.h): a connection is handed to the scenario (offer()) once its
+ * handshake is done, and the scenario reads and writes through
+ * cs__conn_recv() and cs__conn_send(), which speak TLS or not. The first
+ * connections are opened and shaken hands with before the clock starts;
+ * reconnects do both inside the loop, without blocking.
  */
 #ifndef CS_BENCH_LOAD_H
 #define CS_BENCH_LOAD_H
@@ -25,6 +32,7 @@
 #include "hist.h"
 #include "pace.h"
 #include "progress.h"
+#include "tls.h"
 
 /* The least scratch buffer a worker has for reading. */
 #define CS__SCRATCH_SIZE (64 * 1024)
@@ -39,6 +47,7 @@ enum cs__err {
 	CS__ERR_BAD,         /* "bad-response": malformed HTTP */
 	CS__ERR_UNSUPPORTED, /* "unsupported-response": HTTP we do not parse */
 	CS__ERR_STATUS,      /* "http-status": a status other than 2xx */
+	CS__ERR_TLS,         /* "tls": a TLS handshake or record failed */
 	CS__ERR_OTHER,       /* "other": any other socket error */
 	CS__ERR_KINDS
 };
@@ -66,6 +75,10 @@ struct cs__load_cfg {
 	const struct cs__scenario *sc;
 	const void *ctx;  /* the scenario's own settings */
 	size_t scratch;   /* bytes of each worker's scratch buffer (>= 64 KiB) */
+	int tls;            /* --tls (or --tls-ca) */
+	const char *tls_ca; /* --tls-ca FILE: verify the server; NULL = don't */
+	int tls_resume;     /* offer each connection's last session on the next */
+	struct WOLFSSL_CTX *tls_ctx; /* set when the run starts */
 	/* Set when the run starts. */
 	uint64_t t_start, t_measure, t_end;
 };
@@ -73,9 +86,13 @@ struct cs__load_cfg {
 /* Every scenario connection begins with this. */
 struct cs__conn {
 	int fd;         /* -1 once closed */
-	int connecting; /* a reconnect is under way */
+	int connecting; /* a reconnect is under way (TCP, then TLS) */
+	int handshaking; /* connecting: TCP is up, the TLS handshake is not */
 	uint64_t index; /* over all connections: picks the source address */
+	uint64_t t_open; /* when the current connection's connect() started */
 	struct cs__flight flight; /* when depth > 0 */
+	struct WOLFSSL *tls; /* --tls: the session on fd */
+	struct WOLFSSL_SESSION *resume; /* tls_resume: what to offer next */
 };
 
 /* One worker thread and what it owns. Nothing here is shared while the
@@ -94,13 +111,19 @@ struct cs__worker {
 	uint64_t ops, bytes;
 	uint64_t errors[CS__ERR_KINDS];
 	char first_error[128];
+	uint64_t handshakes, resumed; /* TLS handshakes completed, resumed */
 	struct cs__hist hist;
 	struct cs__live *live;
+	char negotiated[96]; /* the first handshake's version, cipher, group */
 };
 
 struct cs__scenario {
 	size_t conn_size;
 	int latency;       /* ops have latencies (echo, rr); bulk's ops are bytes */
+	/* Connections are the work (handshake): none is opened before the
+	 * clock starts, every one is connected inside the loop, and the
+	 * scenario ends each with cs__conn_reconnect(), which opens the next. */
+	int churn;
 	/* The connection may start requests: once at the start, after a
 	 * reconnect, and in open loop when one of its slots has come. */
 	void (*offer)(struct cs__worker *w, struct cs__conn *c, uint64_t now);
@@ -124,6 +147,8 @@ enum {
 	CS__OPT_HELP,
 	CS__OPT_CONNS, /* --conns or --streams */
 	CS__OPT_RATE,
+	CS__OPT_TLS,
+	CS__OPT_TLS_CA,
 	CS__OPT_SCENARIO /* first free value for a scenario's own options */
 };
 
@@ -139,6 +164,14 @@ enum {
 
 /* --rate, for the scenarios that have an open loop. */
 #define CS__RATE_OPTION {"rate", required_argument, NULL, CS__OPT_RATE}
+
+/* --tls and --tls-ca, for the scenarios that speak TLS, and their text. */
+#define CS__TLS_OPTIONS                                               \
+	{"tls", no_argument, NULL, CS__OPT_TLS},                      \
+	{"tls-ca", required_argument, NULL, CS__OPT_TLS_CA}
+#define CS__TLS_USAGE \
+	"  [--tls] [--tls-ca FILE]   TLS (wolfSSL); the server's certificate is checked\n" \
+	"                            only with --tls-ca: its chain must end in FILE\n"
 
 /* The [common] options' text for a usage message. */
 #define CS__LOAD_USAGE \
@@ -171,6 +204,8 @@ struct cs__load_result {
 	int64_t server_cpu_ns; /* in the window; -1 unknown */
 	uint64_t load_cpu_ns;  /* ours, in the window */
 	uint64_t conns_open;   /* at the end */
+	uint64_t handshakes, resumed; /* --tls: in the window */
+	char negotiated[96];   /* --tls: what the first handshake settled on */
 };
 
 /* Print the summary on stdout and write --json (report.c). */
@@ -197,8 +232,20 @@ void cs__conn_fail(struct cs__worker *w, struct cs__conn *c, enum cs__err kind,
 void cs__conn_fail_errno(struct cs__worker *w, struct cs__conn *c, int err);
 
 /* Close c and open a fresh connection in its place, for a server that
- * closed it in good order (HTTP "Connection: close"). Requests in flight
- * are forgotten; offer() comes once the new connection is up. */
+ * closed it in good order (HTTP "Connection: close"), or a churn scenario
+ * done with it. Requests in flight are forgotten; offer() comes once the
+ * new connection is up (its handshake done). With tls_resume, the session
+ * of c is what the new connection offers. */
 void cs__conn_reconnect(struct cs__worker *w, struct cs__conn *c);
+
+/* recv() and send() on c, through TLS when c has it: a count, 0 at the
+ * end of the stream (recv), or -1 with errno (EAGAIN, a socket error, or
+ * EPROTO for a TLS failure). Sends never raise SIGPIPE. */
+ssize_t cs__conn_recv(struct cs__conn *c, void *buf, size_t len);
+ssize_t cs__conn_send(struct cs__conn *c, const void *buf, size_t len);
+
+/* Start an orderly close: TLS close_notify when c has TLS, then a FIN
+ * (shutdown SHUT_WR). The server's end of the stream is read as usual. */
+void cs__conn_shutdown(struct cs__conn *c);
 
 #endif

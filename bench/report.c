@@ -6,10 +6,13 @@
  *    "results": {"ops", "ops_per_s", "bytes", "bytes_per_s", "errors",
  *                "errors_by_kind", ["first_error"], "load_cpu_s",
  *                ["server_cpu_s", "server_cpu_us_per_op" | "..._per_mib"],
- *                "conns_open", ["latency_us": {...}]}}
+ *                "conns_open", ["latency_us": {...}],
+ *                ["tls": {"handshakes", "resumed", "negotiated"}]}}
  *
  * bulk's ops are bytes, so its server CPU is per MiB and it has no
- * latencies; echo and rr count payload bytes received.
+ * latencies; echo and rr count payload bytes received. "tls" is there
+ * with --tls: the handshakes done inside the window (rr's first ones are
+ * before it) and what the first handshake of the run settled on.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +84,11 @@ static void print_summary(const struct cs__load_cfg *cfg, const struct cs__load_
 		       per_s(cfg, r->bytes) / 1e9);
 	}
 	print_errors(r);
-	if (r->conns_open < cfg->conns)
+	if (cfg->tls)
+		printf("  tls          %s; %llu handshakes (%llu resumed)\n",
+		       r->negotiated[0] ? r->negotiated : "no handshake",
+		       (unsigned long long)r->handshakes, (unsigned long long)r->resumed);
+	if (r->conns_open < cfg->conns && !cfg->sc->churn)
 		printf("  connections  %llu of %llu still open at the end\n",
 		       (unsigned long long)r->conns_open, (unsigned long long)cfg->conns);
 	if (r->server_cpu_ns >= 0)
@@ -105,6 +112,8 @@ static void json_params(struct cs__json *j, const struct cs__load_cfg *cfg)
 		cs__json_str(j, "loop", cfg->rate > 0 ? "open" : "closed");
 		cs__json_num(j, "rate_per_s", cfg->rate);
 	}
+	cs__json_u64(j, "tls", (uint64_t)cfg->tls);
+	cs__json_str(j, "tls_ca", cfg->tls_ca ? cfg->tls_ca : "");
 	cfg->sc->params(j, cfg);
 	cs__json_num(j, "duration_s", cfg->duration);
 	cs__json_num(j, "warmup_s", cfg->warmup);
@@ -151,6 +160,13 @@ static void json_results(struct cs__json *j, const struct cs__load_cfg *cfg,
 	cs__json_u64(j, "conns_open", r->conns_open);
 	if (cfg->sc->latency)
 		json_latency(j, &r->hist);
+	if (cfg->tls) {
+		cs__json_begin(j, "tls");
+		cs__json_u64(j, "handshakes", r->handshakes);
+		cs__json_u64(j, "resumed", r->resumed);
+		cs__json_str(j, "negotiated", r->negotiated);
+		cs__json_end(j);
+	}
 	cs__json_end(j);
 }
 

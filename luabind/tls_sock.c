@@ -24,6 +24,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "internal.h"
@@ -229,6 +231,10 @@ static int hs_begin(cs_sock *s, const char *host, int port, uint8_t waiter)
 	x->session = cs_tls_new(x->ctx, host, port, x->alpn);
 	if (!x->session)
 		return -ENOMEM;
+	/* TLS writes whole records and flights: Nagle would only hold a
+	 * flight's tail (or a reply after a session ticket) for a delayed ACK */
+	int one = 1;
+	setsockopt(cs_conn_fd(s->conn), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	x->waiter = waiter;
 	cs_timer_start(s->vm->loop, &s->timer, x->handshake_ms);
 	x->deadline = s->timer.due; /* from the clock read afresh */
@@ -345,6 +351,8 @@ int cs__tls_connect_blocking(lua_State *L, cs_sock *s, int fd, int timeout_ms)
 	struct cs_sock_tls *x = s->tls;
 	if (!(x->session = cs_tls_new(x->ctx, s->host, x->port, x->alpn)))
 		return CS_TLS_E_NOMEM;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	char buf[TLS_RECORD_MAX];
 	for (;;) {
 		int r = cs_tls_handshake(x->session);

@@ -3,7 +3,9 @@
 
 Panels (each only when it has data): rr requests/s and server CPU per
 request by proxy; bulk GB/s and server CPU per MiB by proxy, up and down;
-echo round trips/s and server CPU per round trip by server.
+TLS full handshakes/s and keep-alive requests/s over TLS, each with its
+server CPU, by TLS-terminating proxy; echo round trips/s and server CPU per
+round trip by server.
 """
 
 import os
@@ -57,6 +59,14 @@ def panels(store, report):
     add("bulk: server CPU per MiB (lower is better)", "µs",
         rows(None, [("bulk-up", "cpu_us_per_mib"), ("bulk-down", "cpu_us_per_mib")], 1.0, bulk_keys),
         ["up", "down"])
+    add("tls: full handshakes/s (higher is better)", "handshakes/s",
+        rows("tls-hs", [("tls-hs", "ops_per_s")]), ["handshakes/s"])
+    add("tls: server CPU per handshake (lower is better)", "µs",
+        rows("tls-hs", [("tls-hs", "cpu_us_per_op")]), ["µs/handshake"])
+    add("tls: keep-alive requests/s over TLS (higher is better)", "requests/s",
+        rows("tls-rr", [("tls-rr", "ops_per_s")]), ["requests/s"])
+    add("tls: server CPU per request over TLS (lower is better)", "µs",
+        rows("tls-rr", [("tls-rr", "cpu_us_per_op")]), ["µs/request"])
     add("echo: round trips/s (higher is better)", "round trips/s",
         rows("echo", [("echo", "ops_per_s")]), ["round trips/s"])
     add("echo: server CPU per round trip (lower is better)", "µs",

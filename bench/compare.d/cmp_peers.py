@@ -1,9 +1,12 @@
 """cmp_peers - what bench/compare runs as the system under test: the proxy
-peers (rr, bulk), the echo servers (echo, conns) and how to start each.
+peers (rr, bulk), the TLS-terminating proxies (tls), the echo servers
+(echo, conns) and how to start each.
 
 A subject's argv() writes any configuration it needs into the run's
 temporary directory (from the templates in bench/peers/) and returns the
-command line; compare itself adds the `taskset -c CPU` in front.
+command line; compare itself adds the `taskset -c CPU` in front. The TLS
+subjects share one self-signed certificate, made by `openssl` in that
+directory the first time one of them starts (never kept in the tree).
 """
 
 import os
@@ -11,6 +14,8 @@ import re
 import shutil
 import string
 import subprocess
+
+from cmp_procs import Failed
 
 HOST = "127.0.0.1"
 
@@ -36,6 +41,33 @@ class Env:
             except (OSError, subprocess.TimeoutExpired):
                 self._help[key] = ""
         return self._help[key]
+
+    def tls_supported(self):
+        """Does this cosockd's proxy take --tls-cert? (Its help says so.)"""
+        if not is_exe(self.cosockd):
+            return False
+        return any("--tls-cert" in self._help_text(a)
+                   for a in ([self.cosockd, "--help"], [self.cosockd, "proxy", "--help"]))
+
+    def tls_files(self):
+        """(cert, key, cert+key) PEM paths of the TLS subjects' certificate:
+        ECDSA P-256, self-signed, CN=localhost; made on first use."""
+        d = os.path.join(self.tmp, "tls")
+        cert, key, both = (os.path.join(d, n) for n in ("cert.pem", "key.pem", "cert+key.pem"))
+        if not os.path.exists(both):
+            os.makedirs(d, exist_ok=True)
+            argv = cert_command(cert, key)
+            try:
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise Failed("openssl req: %s" % e)
+            if r.returncode != 0:
+                raise Failed("openssl req failed: %s" % (r.stderr.strip().splitlines() or ["?"])[-1])
+            with open(both, "w") as out:
+                for p in (cert, key):
+                    with open(p) as f:
+                        out.write(f.read())
+        return cert, key, both
 
     def workers_supported(self):
         """Does this cosockd take --workers? (Its --help says so.)"""
@@ -68,6 +100,12 @@ class Env:
         return None
 
 
+def cert_command(cert, key):
+    """The openssl command that makes the TLS subjects' certificate."""
+    return ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", key, "-out", cert, "-days", "7", "-subj", "/CN=localhost"]
+
+
 def is_exe(path):
     return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
 
@@ -96,6 +134,7 @@ class Subject:
     cosockd = False    # one of ours: the goals are checked against it
     reference = None   # "haproxy" / "bare": what ratios are taken against
     detail = ""        # one line for the peer table in RESULTS.md
+    tls = False        # terminates TLS (the tls section's subjects)
 
     def check(self, env):
         """None when it can run; else (severity, reason) with severity
@@ -262,6 +301,86 @@ class CosockdEcho(CosockdApp):
         else:
             self.key = "cosockd-echo-w%d" % workers
             self.label = "cosockd echo, %d workers" % workers
+
+
+def _need_openssl():
+    if shutil.which("openssl"):
+        return None
+    return ("missing", "openssl is not installed (it makes the certificate)")
+
+
+class HAProxyTLS(Subject):
+    key, label, reference, tls = "haproxy-tls", "HAProxy TLS", "haproxy", True
+    detail = ("mode tcp, nbthread 1, `bind ... ssl crt` (OpenSSL); otherwise as the plain HAProxy"
+              " subject, TLS settings HAProxy's defaults")
+
+    def check(self, env):
+        if not shutil.which("haproxy"):
+            return ("missing", "haproxy is not installed")
+        return _need_openssl()
+
+    def argv(self, env, port, upstream=None, dry=False):
+        name = "%s-%d.cfg" % (self.key, port)
+        if dry:
+            cfg = os.path.join("$TMP", name)
+        else:
+            cfg = render(env, "haproxy-tls.cfg.in", name, port=port, upstream=upstream,
+                         pem=env.tls_files()[2])
+        return ["haproxy", "-db", "-f", cfg]
+
+
+class NginxTLS(Nginx):
+    key, label, tls = "nginx-tls", "nginx stream TLS", True
+    detail = ("stream module with `listen ... ssl` (OpenSSL), worker_processes 1; TLS settings nginx's"
+              " defaults but `ssl_protocols TLSv1.2 TLSv1.3` (1.22 leaves 1.3 out)")
+
+    def check(self, env):
+        return super().check(env) or _need_openssl()
+
+    def argv(self, env, port, upstream=None, dry=False):
+        name = "%s-%d.conf" % (self.key, port)
+        if dry:
+            conf = os.path.join("$TMP", name)
+        else:
+            cert, key, _ = env.tls_files()
+            nofile = nofile_hard()
+            conf = render(env, "nginx-tls.conf.in", name, port=port, upstream=upstream,
+                          stream_module=env.stream_module() or "?", nofile=nofile,
+                          worker_connections=max(1024, nofile - 64), cert=cert, key=key)
+        return ["nginx", "-p", "$TMP/" if dry else env.tmp + "/", "-e", "stderr", "-c", conf]
+
+
+class CosockdTLSProxy(CosockdProxy):
+    """The bundled proxy terminating TLS (wolfSSL) with --tls-cert/--tls-key."""
+
+    tls = True
+
+    def __init__(self, backend):
+        super().__init__(backend, 1)
+        self.key = "cosockd-tls-%s" % backend
+        self.label = "cosockd %s TLS, 1 worker" % backend
+        self.detail = "bundled Lua proxy app, `--tls-cert`/`--tls-key` (wolfSSL)"
+
+    def check(self, env):
+        problem = super().check(env) or _need_openssl()
+        if problem:
+            return problem
+        if not env.tls_supported():
+            return ("skip", "this cosockd's proxy has no --tls-cert yet (`cosockd --help` and"
+                            " `cosockd proxy --help` do not list it)")
+        return None
+
+    def argv(self, env, port, upstream=None, dry=False):
+        if dry:
+            cert, key = os.path.join("$TMP", "tls", "cert.pem"), os.path.join("$TMP", "tls", "key.pem")
+        else:
+            cert, key, _ = env.tls_files()
+        return super().argv(env, port, upstream, dry) + ["--tls-cert", cert, "--tls-key", key]
+
+
+def tls_peers():
+    """Every TLS-terminating proxy, in the order a round runs them."""
+    return [HAProxyTLS(), NginxTLS(), CosockdTLSProxy("uring"), CosockdTLSProxy("epoll")]
 
 
 def proxy_peers():

@@ -15,6 +15,7 @@ import errno
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -215,11 +216,17 @@ def _connect(port, timeout):
     return s
 
 
-def warm_http(port, timeout=3.0, path="/"):
-    """GET path; returns (status line, body). Reads the body by
-    Content-Length, or to EOF when there is none."""
+def warm_http(port, timeout=3.0, path="/", tls=False):
+    """GET path (over TLS, the certificate not checked, with tls); returns
+    (status line, body). Reads the body by Content-Length, or to EOF when
+    there is none."""
     s = _connect(port, timeout)
     try:
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s, server_hostname="localhost")
         s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
         data = b""
         while b"\r\n\r\n" not in data:
@@ -245,10 +252,14 @@ def warm_http(port, timeout=3.0, path="/"):
             raise Failed("warm-up GET through 127.0.0.1:%d: body cut short (%d of %d bytes)"
                          % (port, len(body), length))
         return head.split(b"\r\n")[0].decode("latin-1"), body
-    except OSError as e:
-        raise Failed("warm-up GET through 127.0.0.1:%d: %s" % (port, e))
+    except OSError as e:  # ssl.SSLError is one
+        raise Failed("warm-up GET%s through 127.0.0.1:%d: %s" % (" over TLS" if tls else "", port, e))
     finally:
         s.close()
+
+
+def warm_https(port, timeout=3.0, path="/"):
+    return warm_http(port, timeout, path, tls=True)
 
 
 def warm_echo(port, timeout=3.0, msg=b"compare warm-up\n"):
@@ -300,4 +311,5 @@ def warm_source(port, timeout=3.0):
         s.close()
 
 
-WARMUPS = {"http": warm_http, "echo": warm_echo, "sink": warm_sink, "source": warm_source}
+WARMUPS = {"http": warm_http, "https": warm_https, "echo": warm_echo, "sink": warm_sink,
+           "source": warm_source}

@@ -283,6 +283,82 @@ class Report:
                 for d in dirs))
         return L
 
+    def negotiated(self, scenario, key):
+        """What the first good run's first handshake settled on."""
+        for r in self.s.select(scenario, key):
+            tls = r.results.get("tls") if r.status == "ok" else None
+            if isinstance(tls, dict) and tls.get("negotiated"):
+                return tls["negotiated"]
+        return "n/a"
+
+    def load_cpu(self, scenario, key):
+        """The load generator's median CPU use, as a share of its CPU."""
+        v = self.s.med(scenario, key, "load_cpu_s")
+        return "n/a" if v is None else "%.0f%%" % (100.0 * v / self.cfg.duration)
+
+    def tls(self):
+        hs, rr = "tls-hs", "tls-rr"
+        hs_keys, rr_keys = self.keys(hs), self.keys(rr)
+        if not hs_keys and not rr_keys:
+            return []
+        c = self.cfg
+        L = ["", "## TLS termination (tls)", "",
+             "Every TLS subject terminates TLS with the same self-signed ECDSA P-256 certificate"
+             " (made with `openssl` for the run) and forwards to `%s`; the load generator is a"
+             " wolfSSL client offering X25519, then P-256, without checking the certificate."
+             " Each run's proxy is started fresh; medians of %s. \"load CPU\" is the load"
+             " generator's use of CPU 1, which it shares with the backend: near 100%% it, not"
+             " the proxy, sets the pace, and the proxy's CPU per operation is the figure to read."
+             % (self.h["cmd"].get("tls-backend", "?"), rounds(c.rounds))]
+        if hs_keys:
+            hk = self.ref_key(hs, "haproxy")
+            med = lambda k, n: self.s.med(hs, k, n)
+            L += ["", "### Full handshakes", "",
+                  "`%s`: %d loops, each connecting, completing a full handshake (no resumption:"
+                  " a run in which any handshake resumed counts as failed), then closing in good"
+                  " order (close_notify and FIN, waiting for the proxy's end) and starting over."
+                  " Every connection also makes the proxy connect to the backend. Latency runs"
+                  " from connect() to the end of the handshake."
+                  % (self.h["cmd"].get("tls-hs", "?"), c.tls_loops), "",
+                  "| proxy | handshakes/s | vs HAProxy TLS | p50 µs | p99 µs"
+                  " | server CPU µs/handshake | vs HAProxy TLS | load CPU | negotiated | runs ok |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+            for k in hs_keys:
+                hps, cpu = med(k, "ops_per_s"), med(k, "cpu_us_per_op")
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    self.label(k), self.cell(hps, ".0f", hs, k),
+                    fmt_ratio(ratio(hps, med(hk, "ops_per_s"))),
+                    fmt(med(k, "p50")), fmt(med(k, "p99")),
+                    self.cell(cpu, ".1f", hs, k), fmt_ratio(ratio(cpu, med(hk, "cpu_us_per_op"))),
+                    self.load_cpu(hs, k), self.negotiated(hs, k), self.runs_ok(hs, k)))
+        if rr_keys:
+            hk = self.ref_key(rr, "haproxy")
+            med = lambda k, n: self.s.med(rr, k, n)
+            L += ["", "### Keep-alive requests over TLS", "",
+                  "`%s`: HTTP/1.1 keep-alive over TLS, %d connections, each shaking hands once"
+                  " before the clock starts. Latency is per request with all of them busy."
+                  % (self.h["cmd"].get("tls-rr", "?"), c.rr_conns), "",
+                  "| proxy | requests/s | vs HAProxy TLS | p50 µs | p99 µs | p99.9 µs"
+                  " | server CPU µs/request | vs HAProxy TLS | load CPU | negotiated | runs ok |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+            for k in rr_keys:
+                rps, cpu = med(k, "ops_per_s"), med(k, "cpu_us_per_op")
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    self.label(k), self.cell(rps, ".0f", rr, k),
+                    fmt_ratio(ratio(rps, med(hk, "ops_per_s"))),
+                    fmt(med(k, "p50")), fmt(med(k, "p99")), fmt(med(k, "p99_9")),
+                    self.cell(cpu, ".2f", rr, k), fmt_ratio(ratio(cpu, med(hk, "cpu_us_per_op"))),
+                    self.load_cpu(rr, k), self.negotiated(rr, k), self.runs_ok(rr, k)))
+        L += ["", "No goal is set for TLS (issue 5 asks for these figures).", "", "Every round:", "",
+              "| proxy | handshakes/s | server CPU µs/handshake | requests/s | server CPU µs/request |",
+              "|---|---|---|---|---|"]
+        for k in hs_keys + [k for k in rr_keys if k not in hs_keys]:
+            L.append("| %s | %s | %s | %s | %s |" % (
+                self.label(k), self.per_round(hs, k, "ops_per_s"),
+                self.per_round(hs, k, "cpu_us_per_op", ".1f"),
+                self.per_round(rr, k, "ops_per_s"), self.per_round(rr, k, "cpu_us_per_op", ".2f")))
+        return L
+
     def echo(self):
         sc = "echo"
         keys = self.keys(sc)
@@ -425,7 +501,7 @@ class Report:
 
     def render(self):
         body = []
-        for part in (self.rr, self.bulk, self.echo, self.conns, self.big, self.pool):
+        for part in (self.rr, self.bulk, self.tls, self.echo, self.conns, self.big, self.pool):
             body += part()
         goals = list(self.goal_lines)
         L = self.header() + self.how_to_read()

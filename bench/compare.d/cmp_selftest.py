@@ -6,7 +6,8 @@
 2. The peers, live: a small HTTP server from Python's standard library
    runs on 127.0.0.1 as the backend; every proxy peer that is available is
    started in front of it in turn and must return the backend's answer
-   (a body naming the peer, so a stale listener cannot pass); every echo
+   (a body naming the peer, so a stale listener cannot pass), every
+   TLS-terminating peer likewise over TLS (Python's ssl); every echo
    server must echo. Nothing is pinned and nothing is measured.
 """
 
@@ -62,7 +63,7 @@ def check_stats(c):
 
 def fake_cfg(**kw):
     d = dict(rounds=3, duration=1.0, warmup=0.5, rr_conns=100, echo_conns=100, echo_size=64,
-             pool_runs=3, big_count=262144)
+             pool_runs=3, big_count=262144, tls_loops=50)
     d.update(kw)
     return types.SimpleNamespace(**d)
 
@@ -70,6 +71,46 @@ def fake_cfg(**kw):
 def rr_result(rps, p99, cpu):
     return {"ops": rps, "ops_per_s": rps, "errors": 0, "server_cpu_us_per_op": cpu,
             "latency_us": {"p50": p99 / 2, "p99": p99, "p99_9": p99 * 2}}
+
+
+def tls_result(ops, cpu, resumed=0, load_cpu=0.5):
+    return {"ops": ops, "ops_per_s": ops, "errors": 0, "server_cpu_us_per_op": cpu,
+            "load_cpu_s": load_cpu, "latency_us": {"p50": 800, "p99": 2000, "p99_9": 3000},
+            "tls": {"handshakes": ops, "resumed": resumed, "negotiated": "TLSv1.3 TLS_X X25519"}}
+
+
+def check_tls_report(c, store, subjects):
+    """Adds TLS runs to store (and their subjects); checks come after the
+    whole report is rendered: see tls_checks()."""
+    hap, cos, ngx = cmp_peers.HAProxyTLS(), cmp_peers.CosockdTLSProxy("uring"), cmp_peers.NginxTLS()
+    # handshakes: haproxy 1000, 3000, 2000 -> 2000; cosockd 1500, 2500, FAILED -> 2000
+    for rnd, (h, k) in enumerate([(1000, 1500), (3000, 2500), (2000, None)], 1):
+        store.add(Run("tls-hs", hap.key, rnd, results=tls_result(h, 400.0)))
+        if k is None:
+            store.add(Run("tls-hs", cos.key, rnd, "failed", "7 errors (tls 7)"))
+        else:
+            store.add(Run("tls-hs", cos.key, rnd, results=tls_result(k, 200.0)))
+        store.add(Run("tls-hs", ngx.key, rnd, "skipped", "no stream module"))
+        store.add(Run("tls-rr", hap.key, rnd, results=tls_result(30000, 30.0)))
+        store.add(Run("tls-rr", cos.key, rnd, results=tls_result(45000, 20.0)))
+    for s in (hap, cos, ngx):
+        subjects[s.key] = s
+    c.eq("tls store median haproxy", store.med("tls-hs", hap.key, "ops_per_s"), 2000)
+    c.eq("tls resumed figure", figure(tls_result(1, 1, resumed=3), "tls_resumed"), 3)
+
+
+def tls_checks(c, text, line):
+    hs_h = line("| HAProxy TLS | 2000 |")
+    c.true("tls haproxy row: 1.00x itself, load CPU 50%, negotiated, 3/3",
+           hs_h and "| 1.00x |" in hs_h and "| 50% |" in hs_h and "TLSv1.3 TLS_X X25519" in hs_h
+           and "3/3" in hs_h)
+    hs_c = line("| cosockd uring TLS, 1 worker | 2000 |")
+    c.true("tls cosockd row: CPU 200.0 at 0.50x, **2/3**", "| 200.0 | 0.50x |" in hs_c and "**2/3**" in hs_c)
+    c.true("tls skipped row", line("| nginx stream TLS | skipped |"))
+    rr_c = line("| cosockd uring TLS, 1 worker | 45000 |")
+    c.true("tls rr row: 1.50x HAProxy TLS, CPU 0.67x", "| 1.50x |" in rr_c and "| 20.00 | 0.67x |" in rr_c)
+    c.true("tls per-round row", "| cosockd uring TLS, 1 worker | 1500 2500 FAILED |" in text)
+    c.true("tls section", "## TLS termination (tls)" in text and "### Full handshakes" in text)
 
 
 def check_report(c, workdir):
@@ -109,6 +150,7 @@ def check_report(c, workdir):
     pool = types.SimpleNamespace(key="pool-uring", label="io_uring", detail="x", cosockd=False,
                                  reference=None, kind="script")
     subjects["pool-uring"] = pool
+    check_tls_report(c, store, subjects)
     header = {"date": "today", "command": "bench/compare --self-test", "machine": "m",
               "nofile": "1 soft, 2 hard", "load_before": "0 0 0", "load_after": "0 0 0",
               "cosockd": "v", "versions": {}, "cmd": {}, "shown": {}, "chart_link": "results.svg"}
@@ -134,6 +176,7 @@ def check_report(c, workdir):
     c.true("failed runs listed", "## Failed runs" in text and "3 errors" in text)
     c.true("per-round FAILED cell", "| cosockd uring, 1 worker | 250 150 FAILED |" in text)
     c.true("goals at a glance", "## Goals at a glance" in text)
+    tls_checks(c, text, line)
     with open(os.path.join(workdir, "RESULTS.md"), "w") as f:
         f.write(text)
     rep = Report(store, fake_cfg(), header, subjects)
@@ -145,6 +188,7 @@ def check_report(c, workdir):
             with open(out) as f:
                 svg = f.read()
             c.true("chart is SVG with the peers' names", "<svg" in svg and "HAProxy" in svg)
+            c.true("chart has the TLS panels", "full handshakes/s" in svg and "HAProxy TLS" in svg)
     else:
         print("  note: gnuplot not installed; chart not checked")
 
@@ -176,7 +220,7 @@ def check_peers(c, root, build, workdir):
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     try:
-        for sub in cmp_peers.proxy_peers() + cmp_peers.echo_servers():
+        for sub in cmp_peers.proxy_peers() + cmp_peers.tls_peers() + cmp_peers.echo_servers():
             problem = sub.check(env)
             if problem:
                 print("  %-28s %s: %s" % (sub.label, "skipped" if problem[0] == "skip" else "MISSING",
@@ -193,11 +237,11 @@ def check_peers(c, root, build, workdir):
                 if sub.kind == "proxy":
                     for i in range(3):  # three requests: fresh connections each time
                         path = "/%s/%d" % (sub.key, i)
-                        status, body = cmp_procs.warm_http(port, path=path)
+                        status, body = cmp_procs.warm_http(port, path=path, tls=sub.tls)
                         want = httpd.body + path.encode()
                         if not status.startswith("HTTP/1.1 200") or body != want:
                             raise cmp_procs.Failed("got %r %r, want %r" % (status, body, want))
-                    what = "proxies HTTP to 127.0.0.1:%d" % upstream
+                    what = "proxies HTTP%s to 127.0.0.1:%d" % (" over TLS" if sub.tls else "", upstream)
                 else:
                     cmp_procs.warm_echo(port)
                     what = "echoes"

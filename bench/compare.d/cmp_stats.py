@@ -88,6 +88,8 @@ FIGURES = {
     "rss_after": ("rss_after_bytes",),
     "rss_per_conn": ("rss_per_conn_bytes",),
     "server_processes": ("server_processes",),
+    "tls_handshakes": ("tls.handshakes",),
+    "tls_resumed": ("tls.resumed",),
 }
 
 
