@@ -277,6 +277,8 @@ int cs__resolve_now(const char *host, int port, bool ipv6, bool passive, struct 
 void cs__connect_resolved(cs_sock *sock, struct addrinfo *res, int gai_err);
 /* "a.b.c.d" / "::1" and port of a sockaddr into buf; returns port. */
 int cs__addr_string(const struct sockaddr *sa, char *buf, size_t len, bool *ipv6);
+/* "addr:port" of fd's peer (or its own end) into buf; the port, or -1. */
+int cs__fd_endpoint(int fd, bool peer, char *buf, size_t len);
 /* Open a listening TCP socket on intf (NULL: every address) and port; with
  * reuseport, SO_REUSEPORT lets every worker of a master bind the same port
  * and the kernel spread connections among them. 0 or -errno. */
@@ -327,15 +329,15 @@ struct cs_shark *cs__to_shark(lua_State *L, int idx);
 int cs__tls_listen(lua_State *L, cs_sock *s, struct cs_shark *sh);
 /* Accepted from a TLS listener: start the server handshake. */
 void cs__tls_accepted(cs_sock *s, cs_sock *listener);
-/* connect: remember the client object; the handshake runs once connected. */
-int cs__tls_prepare_connect(lua_State *L, cs_sock *s, struct cs_shark *sh, const char *host, int port,
-			    const char *alpn);
+/* connect: remember the client object (not a server's: the caller checks);
+ * the handshake runs once connected. 0 or -ENOMEM. */
+int cs__tls_prepare_connect(cs_sock *s, struct cs_shark *sh, int port, const char *alpn);
 /* TCP connected and s->tls is set: start the handshake instead of waking
  * the connect's waiter (who then gets the socket once it completes). */
 void cs__tls_connected(cs_sock *s);
 /* Top-level code: connect's blocking handshake on fd before it goes under
- * the loop. 0, or pushes nil, err and returns their count. */
-int cs__tls_connect_blocking(lua_State *L, cs_sock *s, int fd, int timeout_ms);
+ * the loop. 0 or a negative cs_tls status. */
+int cs__tls_connect_blocking(cs_sock *s, int fd, int timeout_ms);
 /* read_now() for a TLS socket. */
 int cs__tls_fill(lua_State *L, cs_sock *s);
 /* The connection delivered ciphertext (n > 0), its end (0) or an error. */

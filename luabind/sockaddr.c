@@ -100,6 +100,20 @@ int cs__addr_string(const struct sockaddr *sa, char *buf, size_t len, bool *ipv6
 	return 0;
 }
 
+int cs__fd_endpoint(int fd, bool peer, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char a[INET6_ADDRSTRLEN];
+	bool v6;
+	int r = peer ? getpeername(fd, (struct sockaddr *)&ss, &sl) : getsockname(fd, (struct sockaddr *)&ss, &sl);
+	if (r < 0)
+		return -1;
+	int port = cs__addr_string((struct sockaddr *)&ss, a, sizeof(a), &v6);
+	snprintf(buf, len, "%s:%d", a, port);
+	return port;
+}
+
 int cs__bind_listener(const char *intf, int port, bool ipv6, bool reuseport, int *fd_out)
 {
 	struct addrinfo *res = NULL;

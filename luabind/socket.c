@@ -576,8 +576,9 @@ static int connect_blocking(lua_State *L, const char *host, int port, const stru
 				close(fd);
 				return cs__fail(L, "malloc");
 			}
-			cs__tls_prepare_connect(L, s, o->shark, host, port, o->alpn);
-			int st = cs__tls_connect_blocking(L, s, fd, (int)o->timeout);
+			int st = cs__tls_prepare_connect(s, o->shark, port, o->alpn) < 0
+					 ? CS_TLS_E_NOMEM
+					 : cs__tls_connect_blocking(s, fd, (int)o->timeout);
 			if (st < 0) {
 				close(fd);
 				return cs__fail(L, cs_tls_errstr(st));
@@ -625,10 +626,10 @@ static int l_connect(lua_State *L)
 	free(s->host);
 	if (!(s->host = strdup(host)))
 		return cs__fail(L, "malloc");
-	if (o.shark)
-		cs__tls_prepare_connect(L, s, o.shark, host, (int)port, o.alpn);
-	else
+	if (!o.shark)
 		cs__tls_free(s);
+	else if (cs__tls_prepare_connect(s, o.shark, (int)port, o.alpn) < 0)
+		return cs__fail(L, "malloc");
 	s->connect_ms = (uint32_t)o.timeout;
 	s->ipv6 = o.ipv6;
 	free_addrs(s);
@@ -1278,20 +1279,8 @@ static int m_tostring(lua_State *L)
 	cs_sock *s = check_sock(L, 1);
 	char local[INET6_ADDRSTRLEN + 8] = "-", peer[INET6_ADDRSTRLEN + 8] = "-";
 	if (s->conn) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		char a[INET6_ADDRSTRLEN];
-		bool v6;
-		int fd = cs_conn_fd(s->conn);
-		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-			int p = cs__addr_string((struct sockaddr *)&ss, a, sizeof(a), &v6);
-			snprintf(local, sizeof(local), "%s:%d", a, p);
-		}
-		sl = sizeof(ss);
-		if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-			int p = cs__addr_string((struct sockaddr *)&ss, a, sizeof(a), &v6);
-			snprintf(peer, sizeof(peer), "%s:%d", a, p);
-		}
+		cs__fd_endpoint(cs_conn_fd(s->conn), false, local, sizeof(local));
+		cs__fd_endpoint(cs_conn_fd(s->conn), true, peer, sizeof(peer));
 	}
 	lua_pushfstring(L, "[Sock %p S:%s {%s -> %s}]", (void *)s, state_name(s), local, peer);
 	return 1;

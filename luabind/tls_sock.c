@@ -138,27 +138,15 @@ static int hs_step(cs_sock *s)
 	}
 }
 
-static void peer_string(cs_sock *s, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	bool v6;
-	char a[64];
-	snprintf(buf, len, "?");
-	if (s->conn && getpeername(cs_conn_fd(s->conn), (struct sockaddr *)&ss, &sl) == 0) {
-		int port = cs__addr_string((struct sockaddr *)&ss, a, sizeof(a), &v6);
-		snprintf(buf, len, v6 ? "[%s]:%d" : "%s:%d", a, port);
-	}
-}
-
 /* The handshake failed: wake whoever waits for it with nil, err, why and
  * close the socket (sending the alert wolfSSL queued). */
 static void hs_failed(cs_sock *s, int status, const char *why)
 {
 	struct cs_sock_tls *x = s->tls;
 	const char *err = cs_tls_errstr(status);
-	char peer[80];
-	peer_string(s, peer, sizeof(peer));
+	char peer[80] = "?";
+	if (s->conn)
+		cs__fd_endpoint(cs_conn_fd(s->conn), true, peer, sizeof(peer));
 	cs__log(s->vm, CS_LOG_INFO, "tls: handshake with %s failed: %s%s%s", peer, err, why ? ", " : "",
 		why ? why : "");
 	x->err = err;
@@ -293,16 +281,12 @@ void cs__tls_accepted(cs_sock *s, cs_sock *ls)
 	hs_drive(s);
 }
 
-int cs__tls_prepare_connect(lua_State *L, cs_sock *s, struct cs_shark *sh, const char *host, int port,
-			    const char *alpn)
+int cs__tls_prepare_connect(cs_sock *s, struct cs_shark *sh, int port, const char *alpn)
 {
-	if (sh->server)
-		return luaL_error(L, "Invalid op: connect: the SharkSSL object is a server object");
 	cs__tls_free(s);
 	if (!(s->tls = tls_new(sh, alpn ? alpn : sh->alpn)))
-		return luaL_error(L, "out of memory");
+		return -ENOMEM;
 	s->tls->port = port;
-	(void)host;
 	return 0;
 }
 
@@ -345,9 +329,8 @@ static int send_all_blocking(int fd, const char *buf, size_t len, int timeout_ms
 	return 0;
 }
 
-int cs__tls_connect_blocking(lua_State *L, cs_sock *s, int fd, int timeout_ms)
+int cs__tls_connect_blocking(cs_sock *s, int fd, int timeout_ms)
 {
-	(void)L;
 	struct cs_sock_tls *x = s->tls;
 	if (!(x->session = cs_tls_new(x->ctx, s->host, x->port, x->alpn)))
 		return CS_TLS_E_NOMEM;
@@ -611,14 +594,9 @@ static int m_upgrade(lua_State *L)
 		return cs__fail(L, "sysshutdown");
 	if (s->wait == CS_WAIT_READ || s->blocker)
 		return luaL_error(L, "Invalid op: upgrade while a read waits on the socket");
-	int port = 0;
-	char addr[64];
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	bool v6;
-	if (getpeername(cs_conn_fd(s->conn), (struct sockaddr *)&ss, &sl) == 0)
-		port = cs__addr_string((struct sockaddr *)&ss, addr, sizeof(addr), &v6);
-	if (!(s->tls = tls_new(sh, alpn ? alpn : sh->alpn)) || hs_begin(s, s->host, port, HS_UPGRADE) < 0) {
+	char peer[80];
+	int port = cs__fd_endpoint(cs_conn_fd(s->conn), true, peer, sizeof(peer));
+	if (!(s->tls = tls_new(sh, alpn ? alpn : sh->alpn)) || hs_begin(s, s->host, port > 0 ? port : 0, HS_UPGRADE) < 0) {
 		cs__tls_free(s);
 		return cs__fail(L, "malloc");
 	}

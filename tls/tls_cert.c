@@ -344,10 +344,13 @@ static bool chain_error(int err)
 	return err && !date_error(err) && err != DOMAIN_NAME_MISMATCH && err != 62 /* X509_V_ERR_HOSTNAME_MISMATCH */;
 }
 
-static unsigned trust_bits(const cs_tls *t, const char *name, int *date_state)
+/* How the peer's certificate fares on the dates. */
+enum dates { DATES_NO_CERT, DATES_OK, DATES_NOT_YET, DATES_EXPIRED, DATES_UNREADABLE };
+
+static unsigned trust_bits(const cs_tls *t, const char *name, enum dates *dates)
 {
 	WOLFSSL_X509 *x = peer_leaf(t);
-	*date_state = 0;
+	*dates = DATES_NO_CERT;
 	if (!x)
 		return 0;
 	unsigned bits = 0;
@@ -362,12 +365,10 @@ static unsigned trust_bits(const cs_tls *t, const char *name, int *date_state)
 			bits |= CS_TLS_TRUST_NAME;
 	}
 	time_t from, to, now = time(NULL);
+	*dates = DATES_UNREADABLE;
 	if (asn1_time(wolfSSL_X509_get_notBefore(x), &from) && asn1_time(wolfSSL_X509_get_notAfter(x), &to)) {
-		if (now < from)
-			*date_state = -1;
-		else if (now > to)
-			*date_state = 1;
-		else
+		*dates = now < from ? DATES_NOT_YET : now > to ? DATES_EXPIRED : DATES_OK;
+		if (*dates == DATES_OK)
 			bits |= CS_TLS_TRUST_DATES;
 	}
 	wolfSSL_X509_free(x);
@@ -376,22 +377,22 @@ static unsigned trust_bits(const cs_tls *t, const char *name, int *date_state)
 
 unsigned cs_tls_trust(const cs_tls *t, const char *name)
 {
-	int dates;
+	enum dates dates;
 	return trust_bits(t, name, &dates);
 }
 
 const char *cs_tls_trust_reason(const cs_tls *t, const char *name)
 {
-	int dates;
+	enum dates dates;
 	unsigned bits = trust_bits(t, name, &dates);
 	if (!t->done)
 		return "no handshake";
-	if (bits == 0 && !peer_leaf(t))
+	if (dates == DATES_NO_CERT)
 		return "no certificate";
 	if (!(bits & CS_TLS_TRUST_CA))
 		return unknown_ca_error(t->verify_err) ? "unknown CA" : "untrusted chain";
 	if (!(bits & CS_TLS_TRUST_DATES))
-		return dates < 0 ? "not yet valid" : "expired";
+		return dates == DATES_NOT_YET ? "not yet valid" : dates == DATES_EXPIRED ? "expired" : "unreadable dates";
 	if (!(bits & CS_TLS_TRUST_NAME))
 		return "name mismatch";
 	return NULL;

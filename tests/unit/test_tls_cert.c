@@ -27,8 +27,7 @@
 #include <wolfssl/wolfcrypt/random.h>
 
 #include "tls.h"
-
-#define MAX_ROUNDS 20
+#include "tls_pair.h"
 
 static void setup(void)
 {
@@ -38,38 +37,6 @@ static void setup(void)
 TestSuite(tls_cert, .init = setup, .timeout = 60);
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static const char *st(long s)
-{
-	static char buf[32];
-	switch (s) {
-	case CS_TLS_OK:
-		return "OK";
-	case CS_TLS_WANT_READ:
-		return "WANT_READ";
-	case CS_TLS_CLOSED:
-		return "CLOSED";
-	case CS_TLS_EOF:
-		return "EOF";
-	case CS_TLS_E_HANDSHAKE:
-		return "E_HANDSHAKE";
-	case CS_TLS_E_ALERT:
-		return "E_ALERT";
-	case CS_TLS_E_CRYPTO:
-		return "E_CRYPTO";
-	case CS_TLS_E_NOTTRUSTED:
-		return "E_NOTTRUSTED";
-	case CS_TLS_E_NOMEM:
-		return "E_NOMEM";
-	}
-	snprintf(buf, sizeof(buf), "%ld", s);
-	return buf;
-}
-
-static bool failed(long s)
-{
-	return s < 0 && s != CS_TLS_WANT_READ;
-}
 
 /* A self-signed certificate and its key, as PEM. */
 struct pem {
@@ -135,51 +102,6 @@ static cs_tls_ctx *client_ctx(bool verify, const char *ca_pem)
 	if (ca_pem)
 		cr_assert_eq(cs_tls_ctx_add_ca_pem(ctx, ca_pem, strlen(ca_pem)), 1);
 	return ctx;
-}
-
-static size_t pump(cs_tls *from, cs_tls *to)
-{
-	size_t len = 0;
-	char *p = cs_tls_take_output(from, &len);
-	if (!p)
-		return 0;
-	cr_assert_eq(cs_tls_feed(to, p, len), 0);
-	free(p);
-	return len;
-}
-
-struct hs {
-	int c, s;
-};
-
-/* Both handshakes until both are done, one failed, or nothing moves; a
- * failing side's output (an alert) is carried across and the other side
- * runs once more on it. */
-static struct hs handshake(cs_tls *c, cs_tls *s)
-{
-	struct hs r = {CS_TLS_WANT_READ, CS_TLS_WANT_READ};
-	for (int round = 0; round < MAX_ROUNDS; round++) {
-		size_t moved = 0;
-		if (r.c == CS_TLS_WANT_READ)
-			r.c = cs_tls_handshake(c);
-		moved += pump(c, s);
-		if (r.s == CS_TLS_WANT_READ)
-			r.s = cs_tls_handshake(s);
-		moved += pump(s, c);
-		if (failed(r.c) && r.s == CS_TLS_WANT_READ) {
-			r.s = cs_tls_handshake(s);
-			pump(s, c);
-		}
-		if (failed(r.s) && r.c == CS_TLS_WANT_READ) {
-			r.c = cs_tls_handshake(c);
-			pump(c, s);
-		}
-		if (r.c != CS_TLS_WANT_READ && r.s != CS_TLS_WANT_READ)
-			break;
-		if (failed(r.c) || failed(r.s) || !moved)
-			break;
-	}
-	return r;
 }
 
 /* A client session for host on cctx against a server session on sctx. */
