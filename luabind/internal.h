@@ -57,6 +57,8 @@ enum cs_kind { CS_SOCK_NONE, CS_SOCK_TCP, CS_SOCK_LISTEN, CS_SOCK_UDP };
 
 struct cs_resolve;
 struct cs_sock_tls;
+struct cs_sock_ws;
+struct cs_http_conn;
 typedef struct cs_lthread cs_lthread;
 
 /* Write-queue cookies: a registry reference pinning a Lua string, or a
@@ -95,6 +97,8 @@ struct cs_sock {
 	char *intf;         /* connect: local address to bind */
 	char *host;         /* connect: the host asked for (TLS name) */
 	struct cs_sock_tls *tls; /* TLS state (tls_sock.c), NULL: plain */
+	struct cs_sock_ws *ws;   /* WebSocket framing (ws_sock.c), NULL: none */
+	struct cs_http_conn *http; /* an HTTP server connection (http_server.c) */
 	uint32_t connect_ms;
 	uint32_t id;        /* for tostring */
 };
@@ -175,6 +179,11 @@ int cs__park(lua_State *L, cs_sock *s, enum cs_wait w);
 int cs__park_writer(lua_State *L, cs_sock *s);
 /* Wake a parked pool thread whose nvals results are pushed onto t->wl. */
 void cs__unpark(cs_lthread *t);
+/* A pool of pool threads of its own (ba.thread.create, the HTTP pages). */
+struct cs_lpool *cs__pool_new(cs_vm *vm, unsigned max);
+/* Queue the function on top of L (popped) as a job of pool. Returns the
+ * jobs waiting or running in the pool, or -errno (-ESHUTDOWN, -ENOMEM). */
+int cs__pool_submit(lua_State *L, struct cs_lpool *pool);
 /* Stop every pool thread: queued jobs are dropped, parked threads get
  * "sysshutdown", and the loop keeps running posts until all exited. */
 void cs__threads_stop(cs_vm *vm);
@@ -250,6 +259,10 @@ int cs__read_failed(lua_State *L, cs_sock *s, bool clean, const char *err, const
  * and return their count, or 0 to go on waiting) onto its waiter's stack
  * and wake it when fill had something. */
 void cs__wake_reader(cs_sock *s, int (*fill)(lua_State *L, cs_sock *s));
+/* What a read gets without waiting (the results, pushed, and their count),
+ * or 0 when it must wait: the layers' fill functions in order (WebSocket
+ * frames, TLS records, plain bytes). */
+int cs__read_now(lua_State *L, cs_sock *s);
 /* Push the socket object itself. */
 void cs__push_self(lua_State *L, cs_sock *s);
 /* A wait that the call starting it settled at once (s->wait is READY):
@@ -340,6 +353,11 @@ void cs__tls_connected(cs_sock *s);
 int cs__tls_connect_blocking(cs_sock *s, int fd, int timeout_ms);
 /* read_now() for a TLS socket. */
 int cs__tls_fill(lua_State *L, cs_sock *s);
+/* One decrypted record (valid until the next pull on any socket): > 0
+ * bytes at *data; -EAGAIN: nothing yet (a receive is armed); 0: the peer's
+ * close_notify; other < 0: failed. On 0 and failures *err and *why (may
+ * be NULL) are read's error values. */
+ssize_t cs__tls_pull(cs_sock *s, const char **data, const char **err, const char **why);
 /* The connection delivered ciphertext (n > 0), its end (0) or an error. */
 void cs__tls_received(cs_sock *s, const char *data, ssize_t n);
 /* Encrypt and queue (or, during the handshake, hold) len bytes.
@@ -368,6 +386,45 @@ bool cs__tls_failed(const cs_sock *s);
 void cs__tls_free(cs_sock *s);
 /* certificate, cipher, trusted, isresumed, relsession, upgrade, alpn */
 void cs__tls_methods(lua_State *L);
+
+/* ws_sock.c: the WebSocket layer under a socket */
+#define CS_WS_DEFAULT_MAX_FRAME 0xFFFFu
+/* Make the TCP socket s a WebSocket: server (the peer's frames arrive
+ * masked) or client (ours go masked); pending[0..len) are bytes already
+ * read past the handshake, parsed before anything else. max_frame limits
+ * received payloads (0: CS_WS_DEFAULT_MAX_FRAME). 0 or -ENOMEM. */
+int cs__ws_attach(cs_sock *s, bool server, const char *pending, size_t len, uint64_t max_frame);
+/* read_now() for a WebSocket. */
+int cs__ws_fill(lua_State *L, cs_sock *s);
+/* The connection delivered bytes (n > 0), its end (0) or an error. */
+void cs__ws_received(cs_sock *s, const char *data, ssize_t n);
+/* One frame (opcode, FIN set) around data, masked when s is a client:
+ * malloc'd, its size in *frame_len; NULL when out of memory. */
+uint8_t *cs__ws_frame(cs_sock *s, uint8_t opcode, const void *data, size_t len, size_t *frame_len);
+/* The limit on received (and sent) payloads. */
+uint64_t cs__ws_max_frame(const cs_sock *s);
+/* Closing: queue our Close (1000) unless one was sent (graceful only). */
+void cs__ws_closing(cs_sock *s, bool graceful);
+void cs__ws_free(cs_sock *s);
+/* websocket, ping, maxframe */
+void cs__ws_methods(lua_State *L);
+
+/* http_server.c: cosockd.http{...}, into the cosockd table on top */
+void cs__open_http(lua_State *L);
+/* The connection delivered bytes (n > 0), its end (0) or an error. */
+void cs__http_received(cs_sock *s, const char *data, ssize_t n);
+/* The socket closes: forget the HTTP connection state. */
+void cs__http_closing(cs_sock *s);
+/* The socket's timer fired (keep-alive or request deadline). */
+void cs__http_timer(cs_sock *s);
+/* The VM closes: free the connection state without touching Lua. */
+void cs__http_free(cs_sock *s);
+/* ba.socket.req2sock and sock2req into the table on top. */
+void cs__open_http_socket(lua_State *L);
+
+/* httpc.c: require"httpc" (preloaded) and ba.socket.http2sock into the
+ * ba.socket table on top */
+void cs__open_httpc(lua_State *L);
 
 /* io.c: ba.openio */
 void cs__open_io(lua_State *L);

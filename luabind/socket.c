@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "wsframe.h"
 #include "tls.h"
 
 /* A cosocket writer waits when the queue was busy and now holds more. */
@@ -182,6 +183,9 @@ bool cs__sock_close(cs_sock *s, const char *err, bool graceful)
 {
 	if (!s->conn)
 		return false;
+	if (s->http)
+		cs__http_closing(s);
+	cs__ws_closing(s, graceful);
 	cs__tls_closing(s, graceful);
 	cs_conn *c = s->conn;
 	s->conn = NULL;
@@ -283,6 +287,14 @@ static void on_recv(cs_conn *c, const char *data, ssize_t n)
 	cs_sock *s = cs_conn_udata(c);
 	if (s && s->tls) {
 		cs__tls_received(s, data, n);
+		return;
+	}
+	if (s && s->ws) {
+		cs__ws_received(s, data, n);
+		return;
+	}
+	if (s && s->http) {
+		cs__http_received(s, data, n);
 		return;
 	}
 	if (!s || s->wait != CS_WAIT_READ)
@@ -397,6 +409,10 @@ static void sock_timer_fired(cs_timer *t)
 	cs_sock *s = (cs_sock *)((char *)t - offsetof(cs_sock, timer));
 	if (s->tls && cs__tls_timer(s))
 		return;
+	if (s->http) {
+		cs__http_timer(s);
+		return;
+	}
 	switch (s->wait) {
 	case CS_WAIT_READ:
 		cancel_read(s);
@@ -825,8 +841,10 @@ static int l_event(lua_State *L)
 
 /* What a read gets without waiting: the data (1 value), the end of the
  * stream (read_ended()'s values), or 0 when the caller must wait. */
-static int read_now(lua_State *L, cs_sock *s)
+int cs__read_now(lua_State *L, cs_sock *s)
 {
+	if (s->ws)
+		return cs__ws_fill(L, s);
 	if (s->tls)
 		return cs__tls_fill(L, s);
 	const char *data;
@@ -862,7 +880,7 @@ static int read_blocking(lua_State *L, cs_sock *s, lua_Integer ms)
 	}
 	if (s->eof)
 		return cs__fail(L, "socketreadfailed");
-	int nvals = read_now(L, s);
+	int nvals = cs__read_now(L, s);
 	if (nvals)
 		return nvals;
 	if (s->tls)
@@ -911,7 +929,7 @@ static int m_read(lua_State *L)
 			return luaL_error(L, "Invalid op: read: the peer closed its side");
 		return cs__fail(L, "socketreadfailed");
 	}
-	int nvals = read_now(L, s);
+	int nvals = cs__read_now(L, s);
 	if (nvals)
 		return nvals;
 	if (s->tls)
@@ -952,12 +970,43 @@ static const char *write_window(lua_State *L, size_t *lenp, int *vidxp)
 	return data + i - 1;
 }
 
-/* sock:write(data [, i [, j]]) */
+/* A WebSocket write's frame type from its trailing boolean (write(data,
+ * isText) or write(data, i, j, isText)), which is then dropped. */
+static uint8_t ws_opcode(lua_State *L)
+{
+	int at = lua_type(L, 3) == LUA_TBOOLEAN ? 3 : lua_type(L, 5) == LUA_TBOOLEAN ? 5 : 0;
+	if (!at)
+		return CS_WS_OP_BINARY;
+	uint8_t op = lua_toboolean(L, at) ? CS_WS_OP_TEXT : CS_WS_OP_BINARY;
+	lua_settop(L, at - 1);
+	return op;
+}
+
+/* Queue len bytes at data; frame, when set, is their malloc'd home
+ * (a WebSocket frame) and is taken over. 0 or -errno. */
+static int queue_bytes(lua_State *L, cs_sock *s, const char *data, size_t len, int vidx, uint8_t *frame)
+{
+	if (frame) {
+		int r = cs_conn_send(s->conn, data, len, CS_COOKIE_MEM(frame));
+		if (r <= 0)
+			free(frame);
+		return r < 0 ? r : 0;
+	}
+	lua_pushvalue(L, vidx);
+	int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	int r = cs_conn_send(s->conn, data, len, CS_COOKIE_REF(ref));
+	if (r <= 0)
+		luaL_unref(L, LUA_REGISTRYINDEX, ref);
+	return r < 0 ? r : 0;
+}
+
+/* sock:write(data [, i [, j]]); on a WebSocket also a trailing isText */
 static int m_write(lua_State *L)
 {
 	cs_sock *s = check_sock(L, 1);
 	if (s->kind == CS_SOCK_LISTEN)
 		return luaL_error(L, "Invalid op: write on listen socket");
+	uint8_t opcode = s->ws ? ws_opcode(L) : 0;
 	size_t len;
 	int vidx;
 	const char *data = write_window(L, &len, &vidx);
@@ -975,42 +1024,44 @@ static int m_write(lua_State *L)
 	 * writer waits until the kernel has every byte. */
 	bool blocking = s->mode != 's';
 	size_t before = cs_conn_queued(s->conn) + cs__tls_pending(s);
+	if (!cur && !(t && blocking) && before >= s->queue_limit) {
+		/* a writer that cannot wait: the queue is full */
+		lua_pushnil(L);
+		lua_pushinteger(L, (lua_Integer)before);
+		return 2;
+	}
+	uint8_t *frame = NULL;
+	if (s->ws) {
+		uint64_t max = cs__ws_max_frame(s);
+		if (len > max)
+			return luaL_error(L, "Max len 0x%X", (unsigned)(max > 0xFFFFFFFFu ? 0xFFFFFFFFu : max));
+		frame = cs__ws_frame(s, opcode, data, len, &len);
+		if (!frame)
+			return cs__fail(L, "malloc");
+		data = (const char *)frame;
+	}
 	if (s->tls) {
 		/* encrypted (or held during the handshake) and queued whole */
-		if (!cur && !(t && blocking) && before >= s->queue_limit) {
-			lua_pushnil(L);
-			lua_pushinteger(L, (lua_Integer)before);
-			return 2;
-		}
-		if (cs__tls_send(s, data, len) < 0)
+		int r = cs__tls_send(s, data, len);
+		free(frame);
+		if (r < 0)
 			return cs__fail(L, "socketwritefailed");
-	} else if (!cur && !(t && blocking)) {
-		/* A writer that cannot wait queues only what the kernel refuses
-		 * now (seed 003, "Cosockets flow control"). */
-		if (before >= s->queue_limit) {
-			lua_pushnil(L);
-			lua_pushinteger(L, (lua_Integer)before);
-			return 2;
-		}
-		ssize_t n = cs_conn_try_send(s->conn, data, len);
-		if (n < 0)
-			return cs__fail(L, "socketwritefailed");
-		data += n;
-		len -= (size_t)n;
-		if (len == 0) {
-			lua_pushboolean(L, 1);
-			lua_pushinteger(L, (lua_Integer)before);
-			return 2;
-		}
-	}
-	if (!s->tls) {
-		lua_pushvalue(L, vidx);
-		int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-		int r = cs_conn_send(s->conn, data, len, CS_COOKIE_REF(ref));
-		if (r <= 0) {
-			luaL_unref(L, LUA_REGISTRYINDEX, ref);
-			if (r < 0)
+	} else {
+		if (!cur && !(t && blocking)) {
+			/* A writer that cannot wait queues only what the kernel
+			 * refuses now (seed 003, "Cosockets flow control"). */
+			ssize_t n = cs_conn_try_send(s->conn, data, len);
+			if (n < 0) {
+				free(frame);
 				return cs__fail(L, "socketwritefailed");
+			}
+			data += n;
+			len -= (size_t)n;
+		}
+		if (len == 0) {
+			free(frame);
+		} else if (queue_bytes(L, s, data, len, vidx, frame) < 0) {
+			return cs__fail(L, "socketwritefailed");
 		}
 	}
 	size_t after = s->conn ? cs_conn_queued(s->conn) + cs__tls_pending(s) : 0;
@@ -1062,7 +1113,7 @@ static int m_write_any(lua_State *L)
 	if (!cs__self)
 		return m_write(L);
 	cs_sock *s = check_sock(L, 1);
-	if (s->kind != CS_SOCK_TCP || !s->conn || cs_conn_error(s->conn) || s->tls)
+	if (s->kind != CS_SOCK_TCP || !s->conn || cs_conn_error(s->conn) || s->tls || s->ws)
 		return cs__on_loop(L, m_write);
 	int top = lua_gettop(L);
 	size_t len;
@@ -1150,6 +1201,8 @@ static int m_gc(lua_State *L)
 		s->conn = NULL;
 		free_addrs(s);
 		cs__tls_free(s);
+		cs__ws_free(s);
+		cs__http_free(s);
 		free(s->host);
 		s->host = NULL;
 		return 0;
@@ -1157,6 +1210,7 @@ static int m_gc(lua_State *L)
 	cs__sock_close(s, "socketclosed", true);
 	free_addrs(s);
 	cs__tls_free(s);
+	cs__ws_free(s);
 	free(s->host);
 	s->host = NULL;
 	cs__forget_coroutine(s);
@@ -1204,7 +1258,7 @@ static int m_enable(lua_State *L)
 			return cs__fail(L, "socketclosed");
 		s->wait = CS_WAIT_READ;
 		s->vm->waiting++;
-		cs__wake_reader(s, read_now);
+		cs__wake_reader(s, cs__read_now);
 		lua_pushboolean(L, 1);
 		return 1;
 	}
@@ -1355,13 +1409,6 @@ static int m_shutdown(lua_State *L)
 	return 1;
 }
 
-static int m_websocket(lua_State *L)
-{
-	check_sock(L, 1);
-	lua_pushboolean(L, 0);
-	return 1;
-}
-
 /* ---- library functions ------------------------------------------------ */
 
 static int l_getsock(lua_State *L)
@@ -1402,7 +1449,7 @@ static const luaL_Reg sock_methods[] = {
 	{"close", m_close},	{"disable", m_disable},
 	{"enable", m_enable},	{"state", m_state},	{"owner", m_owner},
 	{"peername", m_peername}, {"sockname", m_sockname}, {"queuelen", m_queuelen},
-	{"maxsize", m_maxsize}, {"setoption", m_setoption}, {"websocket", m_websocket},
+	{"maxsize", m_maxsize}, {"setoption", m_setoption},
 	{"shutdown", m_shutdown},
 	{NULL, NULL},
 };
@@ -1430,6 +1477,7 @@ int cs__open_socket(lua_State *L)
 	luaL_newlibtable(L, sock_methods);
 	cs__setfuncs_on_loop(L, sock_methods);
 	cs__tls_methods(L);
+	cs__ws_methods(L);
 	lua_pushcfunction(L, m_write_any);
 	lua_setfield(L, -2, "write");
 	lua_pushcfunction(L, cs__udp_sendto); /* syscalls only: any thread */
@@ -1440,5 +1488,6 @@ int cs__open_socket(lua_State *L)
 	cs__setfuncs_on_loop(L, socket_lib);
 	lua_pushcfunction(L, cs__udpcon_any);
 	lua_setfield(L, -2, "udpcon");
+	cs__open_http_socket(L);
 	return 1;
 }

@@ -257,7 +257,7 @@ static int start_thread(struct cs_lpool *pool)
 	return 0;
 }
 
-static struct cs_lpool *pool_new(cs_vm *vm, unsigned max)
+struct cs_lpool *cs__pool_new(cs_vm *vm, unsigned max)
 {
 	struct cs_lpool *pool = calloc(1, sizeof(*pool));
 	if (!pool)
@@ -270,9 +270,7 @@ static struct cs_lpool *pool_new(cs_vm *vm, unsigned max)
 	return pool;
 }
 
-/* Queue the function on top of L. Returns the jobs now waiting or running
- * in the pool, or -errno. */
-static int pool_submit(lua_State *L, struct cs_lpool *pool)
+int cs__pool_submit(lua_State *L, struct cs_lpool *pool)
 {
 	cs_vm *vm = pool->vm;
 	if (pool->stopping || vm->shutting_down) {
@@ -318,7 +316,7 @@ static int l_run(lua_State *L)
 	luaL_checktype(L, 1, LUA_TFUNCTION);
 	lua_settop(L, 1);
 	cs_vm *vm = cs__vm(L);
-	return push_submitted(L, pool_submit(L, vm->threads));
+	return push_submitted(L, cs__pool_submit(L, vm->threads));
 }
 
 /* ba.thread.configure(n): raise the default pool's thread limit. */
@@ -340,7 +338,7 @@ static int l_create(lua_State *L)
 {
 	cs_vm *vm = cs__vm(L);
 	struct cs_lpool **ud = lua_newuserdatauv(L, sizeof(*ud), 0);
-	*ud = pool_new(vm, 1);
+	*ud = cs__pool_new(vm, 1);
 	if (!*ud)
 		return luaL_error(L, "ba.thread.create: out of memory");
 	luaL_setmetatable(L, CS_THREAD_MT);
@@ -354,7 +352,7 @@ static int p_run(lua_State *L)
 	struct cs_lpool **ud = luaL_checkudata(L, 1, CS_THREAD_MT);
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	lua_settop(L, 2);
-	return push_submitted(L, pool_submit(L, *ud));
+	return push_submitted(L, cs__pool_submit(L, *ud));
 }
 
 static int p_tostring(lua_State *L)
@@ -511,7 +509,7 @@ static const luaL_Reg pool_meta[] = {
 int cs__open_thread(lua_State *L)
 {
 	cs_vm *vm = cs__vm(L);
-	vm->threads = pool_new(vm, vm->max_threads ? vm->max_threads : DEFAULT_THREADS);
+	vm->threads = cs__pool_new(vm, vm->max_threads ? vm->max_threads : DEFAULT_THREADS);
 	if (!vm->threads)
 		return luaL_error(L, "ba.thread: out of memory");
 	luaL_newmetatable(L, CS_THREAD_MT);

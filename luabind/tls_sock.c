@@ -198,7 +198,9 @@ static void hs_finished(cs_sock *s)
 			lua_pushboolean(W, 1);
 		cs__wake(s, 1);
 	} else if (s->wait == CS_WAIT_READ) {
-		cs__wake_reader(s, cs__tls_fill);
+		cs__wake_reader(s, cs__read_now);
+	} else if (s->http) {
+		cs__http_received(s, NULL, -EAGAIN);
 	}
 }
 
@@ -361,39 +363,58 @@ int cs__tls_connect_blocking(cs_sock *s, int fd, int timeout_ms)
 
 /* ---- reading and writing ------------------------------------------------ */
 
-int cs__tls_fill(lua_State *L, cs_sock *s)
+ssize_t cs__tls_pull(cs_sock *s, const char **data, const char **err, const char **why)
 {
 	cs_tls *t = s->tls->session;
 	if (!cs_tls_handshake_done(t))
-		return 0; /* the handshake's receive is armed; hs_finished reads */
-	if (!s->vm->tls_buf && !(s->vm->tls_buf = malloc(TLS_RECORD_MAX)))
-		return cs__read_failed(L, s, false, "malloc", NULL);
+		return -EAGAIN; /* the handshake's receive is armed; hs_finished reads */
+	if (!s->vm->tls_buf && !(s->vm->tls_buf = malloc(TLS_RECORD_MAX))) {
+		*err = "malloc", *why = NULL;
+		return -ENOMEM;
+	}
 	for (;;) {
 		ssize_t n = cs_tls_read(t, s->vm->tls_buf, TLS_RECORD_MAX);
 		flush(s);
 		if (n > 0) {
-			lua_pushlstring(L, s->vm->tls_buf, (size_t)n);
-			return 1;
+			*data = s->vm->tls_buf;
+			return n;
 		}
 		if (n == CS_TLS_WANT_READ) {
-			const char *data;
-			ssize_t m = cs_conn_recv(s->conn, &data);
+			const char *in;
+			ssize_t m = cs_conn_recv(s->conn, &in);
 			if (m == -EAGAIN)
-				return 0;
+				return -EAGAIN;
 			if (m > 0) {
-				if (cs_tls_feed(t, data, (size_t)m) < 0)
-					return cs__read_failed(L, s, false, "malloc", NULL);
+				if (cs_tls_feed(t, in, (size_t)m) < 0) {
+					*err = "malloc", *why = NULL;
+					return -ENOMEM;
+				}
 			} else {
 				cs_tls_feed_eof(t);
 			}
 			continue;
 		}
-		if (n == CS_TLS_CLOSED)
-			return cs__read_failed(L, s, true, "sslclosenotify", "eof");
-		if (n == CS_TLS_EOF)
-			return cs__read_failed(L, s, false, "socketreadfailed", "truncated");
-		return cs__read_failed(L, s, false, cs_tls_errstr((int)n), NULL);
+		if (n == CS_TLS_CLOSED) {
+			*err = "sslclosenotify", *why = "eof";
+			return 0;
+		}
+		*err = n == CS_TLS_EOF ? "socketreadfailed" : cs_tls_errstr((int)n);
+		*why = n == CS_TLS_EOF ? "truncated" : NULL;
+		return -EIO;
 	}
+}
+
+int cs__tls_fill(lua_State *L, cs_sock *s)
+{
+	const char *data, *err, *why;
+	ssize_t n = cs__tls_pull(s, &data, &err, &why);
+	if (n > 0) {
+		lua_pushlstring(L, data, (size_t)n);
+		return 1;
+	}
+	if (n == -EAGAIN)
+		return 0;
+	return cs__read_failed(L, s, n == 0, err, why);
 }
 
 void cs__tls_received(cs_sock *s, const char *data, ssize_t n)
@@ -412,7 +433,9 @@ void cs__tls_received(cs_sock *s, const char *data, ssize_t n)
 	if (!cs_tls_handshake_done(x->session))
 		hs_drive(s);
 	else if (s->wait == CS_WAIT_READ)
-		cs__wake_reader(s, cs__tls_fill);
+		cs__wake_reader(s, cs__read_now);
+	else if (s->http)
+		cs__http_received(s, NULL, -EAGAIN);
 }
 
 int cs__tls_send(cs_sock *s, const char *data, size_t len)

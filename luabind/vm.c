@@ -461,6 +461,7 @@ int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out)
 	lua_setfield(L, -2, "worker");
 	lua_pushinteger(L, cfg->workers ? cfg->workers : 1);
 	lua_setfield(L, -2, "workers");
+	cs__open_http(L);
 	lua_setglobal(L, "cosockd");
 
 	luaL_requiref(L, "ba", cs__open_ba, 1);
