@@ -30,6 +30,7 @@ int cs__cmd_rr(int argc, char **argv);
 int cs__cmd_handshake(int argc, char **argv);
 int cs__cmd_bulk(int argc, char **argv);
 int cs__cmd_conns(int argc, char **argv);
+int cs__cmd_ws(int argc, char **argv);
 int cs__cmd_serve(int argc, char **argv);
 
 /* Print "cosockd-bench: <message>" on stderr and exit(1). */

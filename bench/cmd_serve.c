@@ -7,13 +7,15 @@
  *   serve source --listen ADDR:PORT [--threads N] [--chunk BYTES (65536)]
  *                                                   write the pattern forever
  *   serve echo   --listen ADDR:PORT [--threads N]
+ *   serve ws     --listen ADDR:PORT [--threads N]   WebSocket echo, any path
  *
  * Once listening it prints "listening on ADDR:PORT" (the real port when
  * PORT is 0) on stdout, and runs until SIGTERM or SIGINT, then exits 0.
  * Each thread has its own listener (SO_REUSEPORT when there are several,
  * so the kernel spreads the connections) and its own edge-triggered epoll
  * loop; the main thread only waits for the signal. The HTTP responder is
- * in serve_http.c; the three plain kinds are here.
+ * in serve_http.c, the WebSocket echo server in serve_ws.c; the three
+ * plain kinds are here.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -281,13 +283,15 @@ static void thread_setup(struct serve_thread *t, const struct serve_kind *kind,
 }
 
 static const char usage[] =
-	"usage: cosockd-bench serve http|sink|source|echo --listen A.B.C.D:PORT\n"
+	"usage: cosockd-bench serve http|sink|source|echo|ws --listen A.B.C.D:PORT\n"
 	"  [--threads N (1)] [--body BYTES (128), http] [--chunk BYTES (65536), source]\n";
 
 static const struct serve_kind *find_kind(const char *name)
 {
 	if (!strcmp(name, cs__serve_http.name))
 		return &cs__serve_http;
+	if (!strcmp(name, cs__serve_ws.name))
+		return &cs__serve_ws;
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
 		if (!strcmp(name, kinds[i].name))
 			return &kinds[i];
@@ -316,7 +320,7 @@ int cs__cmd_serve(int argc, char **argv)
 	}
 	const struct serve_kind *kind = argc >= 2 ? find_kind(argv[1]) : NULL;
 	if (!kind)
-		cs__fail_usage("serve: want http, sink, source or echo, got '%s' (try --help)",
+		cs__fail_usage("serve: want http, sink, source, echo or ws, got '%s' (try --help)",
 			       argc >= 2 ? argv[1] : "");
 	optind = 2;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {

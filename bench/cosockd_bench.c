@@ -11,10 +11,11 @@
  *   cosockd-bench bulk  ...   one-way throughput, up or down (cmd_bulk.c)
  *   cosockd-bench conns ...   hold N idle connections, measure the server's
  *                             RSS per connection (cmd_conns.c)
- *   cosockd-bench serve ...   the backends: http, sink, source, echo
- *                             (cmd_serve.c, serve_http.c)
+ *   cosockd-bench ws    ...   WebSocket echo round trips (cmd_ws.c)
+ *   cosockd-bench serve ...   the backends: http, sink, source, echo, ws
+ *                             (cmd_serve.c, serve_http.c, serve_ws.c)
  *
- * echo, rr, handshake and bulk share one run skeleton (load.c), one pacing
+ * echo, rr, handshake, bulk and ws share one run skeleton (load.c), one pacing
  * module (pace.c), one progress line (progress.c) and one report layout
  * (report.c); TLS, on the client side, is tls.c's (wolfSSL).
  *
@@ -39,7 +40,8 @@ static const struct subcommand subcommands[] = {
 	{"handshake", cs__cmd_handshake, "TLS handshakes: connect, handshake, close; per second"},
 	{"bulk", cs__cmd_bulk, "one-way bulk throughput, up or down"},
 	{"conns", cs__cmd_conns, "hold N connections; server RSS per connection"},
-	{"serve", cs__cmd_serve, "backends to benchmark against: http, sink, source, echo"},
+	{"ws", cs__cmd_ws, "WebSocket echo (RFC 6455): messages/s and latency"},
+	{"serve", cs__cmd_serve, "backends to benchmark against: http, sink, source, echo, ws"},
 };
 
 static int usage(FILE *f, int status)

@@ -376,6 +376,8 @@ static void *worker_main(void *arg)
 		for (int i = 0; i < n; i++)
 			dispatch(w, events[i].data.ptr, events[i].events);
 	}
+	if (cfg->sc->finish)
+		cfg->sc->finish(w);
 	if (cfg->tls)
 		cs__tls_thread_end();
 	return NULL;

@@ -133,6 +133,11 @@ struct cs__scenario {
 	 * members of "params". */
 	void (*describe)(FILE *f, const struct cs__load_cfg *cfg);
 	void (*params)(struct cs__json *j, const struct cs__load_cfg *cfg);
+	/* The window is over, in the worker's thread (NULL: nothing to do): a
+	 * chance to end its connections in good order (a WebSocket Close)
+	 * before the skeleton closes them. It must count no errors (the
+	 * run's figures are final) and be bounded in time. */
+	void (*finish)(struct cs__worker *w);
 };
 
 /* ---- options ---- */

@@ -1,6 +1,7 @@
 /*
  * serve.h - what `cosockd-bench serve` shares between its loop (cmd_serve.c)
- * and the HTTP responder (serve_http.c).
+ * and the kinds kept in files of their own: the HTTP responder
+ * (serve_http.c) and the WebSocket echo server (serve_ws.c).
  *
  * Every kind of server is a struct serve_kind: the size of its connection
  * (which begins with a struct serve_conn) and service(), called in the
@@ -43,5 +44,6 @@ struct serve_kind {
 };
 
 extern const struct serve_kind cs__serve_http;
+extern const struct serve_kind cs__serve_ws;
 
 #endif

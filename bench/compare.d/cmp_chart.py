@@ -5,14 +5,15 @@ Panels (each only when it has data): rr requests/s and server CPU per
 request by proxy; bulk GB/s and server CPU per MiB by proxy, up and down;
 TLS full handshakes/s and keep-alive requests/s over TLS, each with its
 server CPU, by TLS-terminating proxy; echo round trips/s and server CPU per
-round trip by server.
+round trip by server; WebSocket echo messages/s and server CPU per message
+by server, one bar per message size.
 """
 
 import os
 import shutil
 import subprocess
 
-from cmp_report import gbps
+from cmp_report import gbps, ws_size
 
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759")
 
@@ -71,6 +72,15 @@ def panels(store, report):
         rows("echo", [("echo", "ops_per_s")]), ["round trips/s"])
     add("echo: server CPU per round trip (lower is better)", "µs",
         rows("echo", [("echo", "cpu_us_per_op")]), ["µs/round trip"])
+    ws_sc = ["ws-%d" % n for n in getattr(report.cfg, "ws_size_list", []) if report.keys("ws-%d" % n)]
+    ws_keys = []
+    for sc in ws_sc:
+        ws_keys += [k for k in report.keys(sc) if k not in ws_keys]
+    ws_names = [ws_size(int(sc[3:])) for sc in ws_sc]
+    add("ws: WebSocket echo messages/s (higher is better)", "messages/s",
+        rows(None, [(sc, "ops_per_s") for sc in ws_sc], 1.0, ws_keys), ws_names)
+    add("ws: server CPU per message (lower is better)", "µs",
+        rows(None, [(sc, "cpu_us_per_op") for sc in ws_sc], 1.0, ws_keys), ws_names)
     return out
 
 

@@ -1,6 +1,6 @@
 """cmp_peers - what bench/compare runs as the system under test: the proxy
 peers (rr, bulk), the TLS-terminating proxies (tls), the echo servers
-(echo, conns) and how to start each.
+(echo, conns), the WebSocket echo servers (ws) and how to start each.
 
 A subject's argv() writes any configuration it needs into the run's
 temporary directory (from the templates in bench/peers/) and returns the
@@ -68,6 +68,19 @@ class Env:
                     with open(p) as f:
                         out.write(f.read())
         return cert, key, both
+
+    def http_supported(self):
+        """None when this cosockd has `cosockd.http` (a script asks it);
+        else ("skip", why)."""
+        if not hasattr(self, "_http"):
+            probe = os.path.join(self.tmp, "http-probe.lua")
+            with open(probe, "w") as f:
+                f.write('io.write("cosockd.http: ", type(cosockd) == "table"'
+                        ' and type(cosockd.http) or "nil", "\\n")\n')
+            out = self._help_text([self.cosockd, probe])
+            self._http = None if "cosockd.http: function" in out else (
+                "skip", "this cosockd has no cosockd.http yet (issue 6)")
+        return self._http
 
     def workers_supported(self):
         """Does this cosockd take --workers? (Its --help says so.)"""
@@ -397,6 +410,113 @@ BIG_WORKERS = 14
 BIG_COUNT = 262144
 
 
+class BareWsEcho(Subject):
+    key, label, kind, reference = "bare-ws", "bare C (serve ws)", "ws", "bare"
+    detail = "`cosockd-bench serve ws`: bench/'s reference WebSocket echo server in plain C (epoll)"
+
+    def check(self, env):
+        return _need(env.bench, "cosockd-bench (build it)")
+
+    def argv(self, env, port, upstream=None, dry=False):
+        return [env.bench, "serve", "ws", "--listen", "%s:%d" % (HOST, port)]
+
+
+def node_modules_ready(env):
+    """Is bench/peers/node_modules/ws there (npm ci done)?"""
+    return os.path.isfile(os.path.join(env.templates, "node_modules", "ws", "package.json"))
+
+
+def npm_ci_command(env):
+    return ["npm", "ci", "--prefix", env.templates, "--no-audit", "--no-fund"]
+
+
+def ensure_node_modules(env):
+    """Install bench/peers/node_modules from package-lock.json when it is
+    missing and npm is there; returns None, or why not."""
+    if node_modules_ready(env):
+        return None
+    if not shutil.which("npm"):
+        return "npm is not installed"
+    argv = npm_ci_command(env)
+    print("compare: installing the ws peer's npm packages: %s" % " ".join(argv), flush=True)
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "npm ci: %s" % e
+    if r.returncode != 0 or not node_modules_ready(env):
+        return "npm ci failed: %s" % ((r.stderr.strip().splitlines() or ["?"])[-1])
+    return None
+
+
+class NodeWsEcho(Subject):
+    key, label, kind, reference = "node-ws", "Node.js ws", "ws", "node"
+    detail = ("bench/peers/ws-echo.js: the npm `ws` package's WebSocketServer, one Node.js process,"
+              " perMessageDeflate off")
+
+    def check(self, env):
+        if not shutil.which("node"):
+            return ("missing", "node is not installed (WITH_BENCH=1 scripts/setup.sh installs nodejs)")
+        if not node_modules_ready(env):
+            return ("missing", "bench/peers/node_modules is not installed (%s)"
+                    % " ".join(npm_ci_command(env)).replace(env.root + os.sep, ""))
+        return None
+
+    def argv(self, env, port, upstream=None, dry=False):
+        return ["node", os.path.join(env.root, "bench", "peers", "ws-echo.js"), str(port), HOST]
+
+
+PYTHON = "/usr/bin/python3"
+
+
+def python_websockets():
+    """The version of Debian's python3-websockets, or None."""
+    try:
+        r = subprocess.run([PYTHON, "-c", "import websockets; print(websockets.__version__)"],
+                           capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+class PyWsEcho(Subject):
+    key, label, kind = "python-websockets", "python3-websockets", "ws"
+    detail = ("bench/peers/ws_echo.py: Debian's python3-websockets (asyncio), one process,"
+              " no compression")
+
+    def check(self, env):
+        if not python_websockets():
+            return ("missing", "%s cannot import websockets (apt-get install python3-websockets)" % PYTHON)
+        return None
+
+    def argv(self, env, port, upstream=None, dry=False):
+        return [PYTHON, os.path.join(env.root, "bench", "peers", "ws_echo.py"), str(port), HOST]
+
+
+class CosockdWsEcho(Subject):
+    """bench/ws_echo.lua: cosockd.http, req2sock and an "s" cosocket."""
+
+    kind, cosockd = "ws", True
+    detail = ("bench/ws_echo.lua: `cosockd.http` with one page that upgrades through"
+              " `ba.socket.req2sock` into an \"s\" cosocket echoing every message; one process")
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.key = "cosockd-ws-%s" % backend
+        self.label = "cosockd %s" % backend
+
+    def check(self, env):
+        return _need(env.cosockd, "cosockd (build it)") or env.http_supported()
+
+    def argv(self, env, port, upstream=None, dry=False):
+        return [env.cosockd, "--backend=%s" % self.backend,
+                os.path.join(env.root, "bench", "ws_echo.lua"), str(port)]
+
+
+def ws_servers():
+    """Every WebSocket echo server, in the order a round runs them."""
+    return [BareWsEcho(), NodeWsEcho(), PyWsEcho(), CosockdWsEcho("uring"), CosockdWsEcho("epoll")]
+
+
 def big_echo():
     return CosockdEcho(None, BIG_WORKERS)
 
@@ -405,7 +525,8 @@ def versions(env):
     """One line per peer program: its version, as it reports it."""
     out = {}
     for name, argv in (("haproxy", ["haproxy", "-v"]), ("nginx", ["nginx", "-v"]),
-                       ("socat", ["socat", "-V"]), ("gnuplot", ["gnuplot", "--version"])):
+                       ("socat", ["socat", "-V"]), ("gnuplot", ["gnuplot", "--version"]),
+                       ("node", ["node", "--version"])):
         if not shutil.which(argv[0]):
             continue
         try:
@@ -416,5 +537,14 @@ def versions(env):
         if name == "socat":
             lines = [l for l in lines if "version" in l] or lines
         if lines:
-            out[name] = lines[0].strip()
+            out[name] = ("Node.js " if name == "node" else "") + lines[0].strip()
+    try:
+        import json
+        with open(os.path.join(env.templates, "node_modules", "ws", "package.json")) as f:
+            out["ws"] = "npm ws %s" % json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        pass
+    v = python_websockets()
+    if v:
+        out["websockets"] = "python3-websockets %s" % v
     return out

@@ -11,7 +11,9 @@ finally clause and on SIGTERM.
 Only 127.0.0.0/8 addresses are ever used.
 """
 
+import base64
 import errno
+import hashlib
 import os
 import signal
 import socket
@@ -311,5 +313,99 @@ def warm_source(port, timeout=3.0):
         s.close()
 
 
+def ws_accept(key):
+    """The Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455)."""
+    digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def ws_frame(opcode, payload, mask=True):
+    """One frame with FIN set; masked with a random mask, as a client's."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 1 << 16:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read_frame(s, buf):
+    """(fin, opcode, payload, rest of buf) of the next unmasked frame."""
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise Failed("EOF inside a WebSocket frame")
+            buf += chunk
+    need(2)
+    fin, opcode, n, pos = buf[0] >> 7, buf[0] & 0x0F, buf[1] & 0x7F, 2
+    if buf[1] & 0x80:
+        raise Failed("masked frame from the server")
+    if n >= 126:
+        ext = 2 if n == 126 else 8
+        need(2 + ext)
+        n, pos = int.from_bytes(buf[2:2 + ext], "big"), 2 + ext
+    need(pos + n)
+    return fin, opcode, buf[pos:pos + n], buf[pos + n:]
+
+
+def warm_ws(port, timeout=3.0, path="/echo", msg=b"compare warm-up"):
+    """Upgrade (checking Sec-WebSocket-Accept), have one binary message
+    echoed (whole, or in fragments), then close with 1000."""
+    s = _connect(port, timeout)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                   % (path, HOST, port, key)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise Failed("warm-up WebSocket upgrade on 127.0.0.1:%d: EOF after %r" % (port, data[:200]))
+            data += chunk
+        head, _, buf = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        if not lines[0].startswith("HTTP/1.1 101"):
+            raise Failed("warm-up WebSocket upgrade on 127.0.0.1:%d: %r" % (port, lines[0]))
+        accept = [l.split(":", 1)[1].strip() for l in lines[1:] if l.lower().startswith("sec-websocket-accept:")]
+        if accept != [ws_accept(key)]:
+            raise Failed("warm-up WebSocket upgrade on 127.0.0.1:%d: Sec-WebSocket-Accept %r, want %r"
+                         % (port, accept, ws_accept(key)))
+        s.sendall(ws_frame(0x2, msg))
+        got, opcode = b"", None
+        while True:
+            fin, op, payload, buf = ws_read_frame(s, buf)
+            if op == 0x9:
+                s.sendall(ws_frame(0xA, payload))
+                continue
+            opcode = op if opcode is None else opcode
+            got += payload
+            if fin:
+                break
+        if opcode != 0x2 or got != msg:
+            raise Failed("warm-up WebSocket echo on 127.0.0.1:%d: sent binary %r, got opcode %s %r"
+                         % (port, msg, opcode, got))
+        s.sendall(ws_frame(0x8, (1000).to_bytes(2, "big")))
+        try:  # until the server's Close (or its EOF: the run does not hinge on that)
+            op = None
+            while op != 0x8:
+                _, op, _, buf = ws_read_frame(s, buf)
+        except Failed:
+            pass
+    except OSError as e:
+        raise Failed("warm-up WebSocket echo on 127.0.0.1:%d: %s" % (port, e))
+    finally:
+        s.close()
+
+
 WARMUPS = {"http": warm_http, "https": warm_https, "echo": warm_echo, "sink": warm_sink,
-           "source": warm_source}
+           "source": warm_source, "ws": warm_ws}

@@ -68,6 +68,11 @@ def rounds(n):
     return "%d interleaved round%s" % (n, "" if n == 1 else "s")
 
 
+def ws_size(n):
+    """A message size for people: 64 -> '64 B', 16384 -> '16 KiB'."""
+    return "%d KiB" % (n // 1024) if n >= 1024 and n % 1024 == 0 else "%d B" % n
+
+
 def gbps(bytes_per_s):
     return None if bytes_per_s is None else bytes_per_s / 1e9
 
@@ -393,6 +398,51 @@ class Report:
                                            self.per_round(sc, k, "cpu_us_per_op", ".2f")))
         return L
 
+    def ws(self):
+        sizes = [n for n in getattr(self.cfg, "ws_size_list", []) if self.keys("ws-%d" % n)]
+        if not sizes:
+            return []
+        c = self.cfg
+        L = ["", "## WebSocket echo (ws)", "",
+             "`cosockd-bench ws`: %d connections, each upgrading (RFC 6455, Sec-WebSocket-Accept"
+             " checked), then sending one binary message at a time, masked with a fresh mask per"
+             " frame, and checking every echo byte for byte; closed loop, a Close at the end."
+             " Each server is started fresh; medians of %s. Latency is per message with all"
+             " %d connections in flight. No goal is set (issue 6 asks for these figures);"
+             " %s is the main size." % (c.ws_conns, rounds(c.rounds), c.ws_conns, ws_size(sizes[0]))]
+        for n in sizes:
+            sc = "ws-%d" % n
+            keys = self.keys(sc)
+            bk, nk = self.ref_key(sc, "bare"), self.ref_key(sc, "node")
+            # a reference with no runs here (None) has no figures, not everyone's
+            med = lambda k, f: self.s.med(sc, k, f) if k else None
+            L += ["", "### %s messages" % ws_size(n), "",
+                  "`%s`" % self.h["cmd"].get(sc, "?"), "",
+                  "| server | messages/s | vs bare C | vs Node.js ws | p50 µs | p99 µs | p99.9 µs"
+                  " | server CPU µs/message | vs bare C | load CPU | runs ok |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for k in keys:
+                mps, cpu = med(k, "ops_per_s"), med(k, "cpu_us_per_op")
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    self.label(k), self.cell(mps, ".0f", sc, k),
+                    fmt_ratio(ratio(mps, med(bk, "ops_per_s"))),
+                    fmt_ratio(ratio(mps, med(nk, "ops_per_s"))),
+                    fmt(med(k, "p50")), fmt(med(k, "p99")), fmt(med(k, "p99_9")),
+                    self.cell(cpu, ".2f", sc, k), fmt_ratio(ratio(cpu, med(bk, "cpu_us_per_op"))),
+                    self.load_cpu(sc, k), self.runs_ok(sc, k)))
+        keys = []
+        for n in sizes:
+            keys += [k for k in self.keys("ws-%d" % n) if k not in keys]
+        L += ["", "Every round:", "", "| server |" + "".join(
+            " %s messages/s | %s µs/message |" % (ws_size(n), ws_size(n)) for n in sizes),
+            "|---|" + "---|---|" * len(sizes)]
+        for k in keys:
+            L.append("| %s |" % self.label(k) + "".join(
+                " %s | %s |" % (self.per_round("ws-%d" % n, k, "ops_per_s"),
+                                self.per_round("ws-%d" % n, k, "cpu_us_per_op", ".2f"))
+                for n in sizes))
+        return L
+
     def conns(self):
         sc = "conns"
         counts = sorted({r.param for r in self.s.select(sc)})
@@ -501,7 +551,7 @@ class Report:
 
     def render(self):
         body = []
-        for part in (self.rr, self.bulk, self.tls, self.echo, self.conns, self.big, self.pool):
+        for part in (self.rr, self.bulk, self.tls, self.echo, self.ws, self.conns, self.big, self.pool):
             body += part()
         goals = list(self.goal_lines)
         L = self.header() + self.how_to_read()

@@ -8,7 +8,9 @@
    started in front of it in turn and must return the backend's answer
    (a body naming the peer, so a stale listener cannot pass), every
    TLS-terminating peer likewise over TLS (Python's ssl); every echo
-   server must echo. Nothing is pinned and nothing is measured.
+   server must echo, and every WebSocket server must upgrade and echo a
+   message (the Node.js peer's npm packages are installed first when
+   missing, unless --no-setup). Nothing is pinned and nothing is measured.
 """
 
 import http.server
@@ -63,7 +65,7 @@ def check_stats(c):
 
 def fake_cfg(**kw):
     d = dict(rounds=3, duration=1.0, warmup=0.5, rr_conns=100, echo_conns=100, echo_size=64,
-             pool_runs=3, big_count=262144, tls_loops=50)
+             pool_runs=3, big_count=262144, tls_loops=50, ws_conns=100, ws_size_list=[64, 16384])
     d.update(kw)
     return types.SimpleNamespace(**d)
 
@@ -113,6 +115,37 @@ def tls_checks(c, text, line):
     c.true("tls section", "## TLS termination (tls)" in text and "### Full handshakes" in text)
 
 
+def check_ws_report(c, store, subjects):
+    """Adds ws runs to store (and their subjects); see ws_checks()."""
+    bare, node, cos = cmp_peers.BareWsEcho(), cmp_peers.NodeWsEcho(), cmp_peers.CosockdWsEcho("uring")
+    # 64 B: bare 100k, 120k, 80k -> 100k; node 50k x3; cosockd 90k, FAILED, 70k -> 80k
+    for rnd, (b, k) in enumerate([(100000, 90000), (120000, None), (80000, 70000)], 1):
+        store.add(Run("ws-64", bare.key, rnd, results=rr_result(b, 500, 4.0)))
+        store.add(Run("ws-64", node.key, rnd, results=rr_result(50000, 900, 16.0)))
+        if k is None:
+            store.add(Run("ws-64", cos.key, rnd, "failed", "2 errors (mismatch 2)"))
+        else:
+            store.add(Run("ws-64", cos.key, rnd, results=rr_result(k, 600, 6.0)))
+        store.add(Run("ws-16384", bare.key, rnd, results=rr_result(20000, 2000, 20.0)))
+        store.add(Run("ws-16384", cos.key, rnd, results=rr_result(10000, 4000, 30.0)))
+    for sub in (bare, node, cos):
+        subjects[sub.key] = sub
+    c.eq("ws store median cosockd (failed run left out)", store.med("ws-64", cos.key, "ops_per_s"), 80000)
+
+
+def ws_checks(c, text, line):
+    c.true("ws section and sizes", "## WebSocket echo (ws)" in text and "### 64 B messages" in text
+           and "### 16 KiB messages" in text and "64 B is the main size" in text)
+    b = line("| bare C (serve ws) | 100000 |")
+    c.true("ws bare row: 1.00x itself, 2.00x Node.js, 3/3", "| 1.00x | 2.00x |" in b and "| 3/3 |" in b)
+    k = line("| cosockd uring | 80000 |")
+    c.true("ws cosockd row: 0.80x bare, 1.60x Node.js, CPU 6.00 at 1.50x, **2/3**",
+           "| 0.80x | 1.60x |" in k and "| 6.00 | 1.50x |" in k and "**2/3**" in k)
+    c.true("ws 16 KiB row: no Node.js runs -> n/a", "| cosockd uring | 10000 | 0.50x | n/a |" in text)
+    c.true("ws per-round row", "| cosockd uring | 90000 FAILED 70000 | 6.00 FAILED 6.00 |"
+           " 10000 10000 10000 | 30.00 30.00 30.00 |" in text)
+
+
 def check_report(c, workdir):
     store = Store()
     hap, cos, bare = cmp_peers.HAProxy(), cmp_peers.CosockdProxy("uring"), cmp_peers.BareProxy()
@@ -151,6 +184,7 @@ def check_report(c, workdir):
                                  reference=None, kind="script")
     subjects["pool-uring"] = pool
     check_tls_report(c, store, subjects)
+    check_ws_report(c, store, subjects)
     header = {"date": "today", "command": "bench/compare --self-test", "machine": "m",
               "nofile": "1 soft, 2 hard", "load_before": "0 0 0", "load_after": "0 0 0",
               "cosockd": "v", "versions": {}, "cmd": {}, "shown": {}, "chart_link": "results.svg"}
@@ -177,6 +211,7 @@ def check_report(c, workdir):
     c.true("per-round FAILED cell", "| cosockd uring, 1 worker | 250 150 FAILED |" in text)
     c.true("goals at a glance", "## Goals at a glance" in text)
     tls_checks(c, text, line)
+    ws_checks(c, text, line)
     with open(os.path.join(workdir, "RESULTS.md"), "w") as f:
         f.write(text)
     rep = Report(store, fake_cfg(), header, subjects)
@@ -189,6 +224,7 @@ def check_report(c, workdir):
                 svg = f.read()
             c.true("chart is SVG with the peers' names", "<svg" in svg and "HAProxy" in svg)
             c.true("chart has the TLS panels", "full handshakes/s" in svg and "HAProxy TLS" in svg)
+            c.true("chart has the ws panels", "WebSocket echo messages/s" in svg and "16 KiB" in svg)
     else:
         print("  note: gnuplot not installed; chart not checked")
 
@@ -209,8 +245,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def check_peers(c, root, build, workdir):
+def check_peers(c, root, build, workdir, no_setup=False):
     env = cmp_peers.Env(root, build, workdir)
+    if not no_setup:
+        why = cmp_peers.ensure_node_modules(env)
+        if why:
+            print("  note: %s" % why)
     procs = cmp_procs.Procs(workdir)
     ports = cmp_procs.Ports(18900 + (os.getpid() % 50) * 20, span=1000)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", ports.take()), _Handler)
@@ -220,7 +260,8 @@ def check_peers(c, root, build, workdir):
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     try:
-        for sub in cmp_peers.proxy_peers() + cmp_peers.tls_peers() + cmp_peers.echo_servers():
+        for sub in (cmp_peers.proxy_peers() + cmp_peers.tls_peers() + cmp_peers.echo_servers()
+                    + cmp_peers.ws_servers()):
             problem = sub.check(env)
             if problem:
                 print("  %-28s %s: %s" % (sub.label, "skipped" if problem[0] == "skip" else "MISSING",
@@ -242,6 +283,10 @@ def check_peers(c, root, build, workdir):
                         if not status.startswith("HTTP/1.1 200") or body != want:
                             raise cmp_procs.Failed("got %r %r, want %r" % (status, body, want))
                     what = "proxies HTTP%s to 127.0.0.1:%d" % (" over TLS" if sub.tls else "", upstream)
+                elif sub.kind == "ws":
+                    for _ in range(3):
+                        cmp_procs.warm_ws(port)
+                    what = "upgrades and echoes WebSocket messages"
                 else:
                     cmp_procs.warm_echo(port)
                     what = "echoes"
@@ -267,7 +312,7 @@ def main(cfg, root):
         check_report(c, workdir)
         print("  %d checks passed, %d failed" % (c.passed, c.failed))
         print("== peers, live, in front of a Python HTTP backend on 127.0.0.1 (not pinned, not measured)")
-        check_peers(c, root, cfg.build, workdir)
+        check_peers(c, root, cfg.build, workdir, cfg.no_setup)
     except KeyboardInterrupt:
         print("interrupted")
         return 130

@@ -3,7 +3,10 @@
 (`serve`), straight or through cs-bare-proxy, each checked through its --json
 document; TLS (`handshake`, `rr --tls`) against `openssl s_server` and a
 TLS-terminating relay in Python, with a certificate made at test time;
-`serve http` against bad input; usage errors.
+`serve http` against bad input; `ws` against `serve ws`, against WebSocket
+servers written here that ping, fragment, split and corrupt their echoes,
+and against bench/ws_echo.lua in cosockd on both backends; `serve ws`
+against bad handshakes and protocol errors; usage errors.
 
 Servers are started on port 0 and the real port is read from their
 "listening on ADDR:PORT" line (s_server's "ACCEPT ADDR:PORT"); nothing waits
@@ -11,6 +14,8 @@ by sleeping."""
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import selectors
@@ -23,8 +28,8 @@ import sys
 import tempfile
 import threading
 
-from harness import (LOOPBACK, Suite, TestFailure, _die_with_parent, check, check_eq, connect,
-                     deadline_after, expect_closed, recv_exact, remaining)
+from harness import (LOOPBACK, Server, Suite, TestFailure, _die_with_parent, check, check_eq,
+                     connect, deadline_after, expect_closed, recv_exact, recv_until_eof, remaining)
 
 # Our own arguments; the rest are the harness's.
 _ap = argparse.ArgumentParser(add_help=False)
@@ -33,6 +38,7 @@ _ap.add_argument("--bare-proxy", required=True)
 OPTS, _rest = _ap.parse_known_args()
 sys.argv = sys.argv[:1] + _rest
 BENCH = os.path.abspath(OPTS.bench)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BARE_PROXY = os.path.abspath(OPTS.bare_proxy)
 
 suite = Suite("bench", overall_timeout=280)
@@ -402,6 +408,337 @@ def rr_tls_keepalive_through_a_tls_relay():
 
 
 # ---------------------------------------------------------------------------
+# WebSocket: `ws`, `serve ws`
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_TEXT, WS_BINARY, WS_CONT, WS_CLOSE, WS_PING, WS_PONG = 1, 2, 0, 8, 9, 10
+
+
+def ws_accept(key):
+    return base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+
+
+def pattern(n):
+    """cosockd-bench's message bytes (util.c cs__fill_pattern)."""
+    return bytes(33 + (i % 251) % 94 for i in range(n))
+
+
+def ws_frame(opcode, payload, fin=True, mask=False, rsv=0):
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 1 << 16:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def read_head(c, deadline, what="an HTTP head"):
+    """(head lines, bytes after the head)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        c.settimeout(remaining(deadline, what))
+        chunk = c.recv(65536)
+        check(chunk, f"EOF before {what}: {data[:200]!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head.decode("latin-1").split("\r\n"), rest
+
+
+def header(lines, name):
+    vals = [l.split(":", 1)[1].strip() for l in lines[1:] if l.lower().startswith(name.lower() + ":")]
+    return vals[0] if len(vals) == 1 else None
+
+
+class WsEnd:
+    """One end of a WebSocket on a blocking socket: whole frames in and out.
+    split=True writes a frame in several pieces (its head cut in two)."""
+
+    def __init__(self, sock, deadline, buf=b""):
+        self.s, self.deadline, self.buf = sock, deadline, buf
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            self.s.settimeout(remaining(self.deadline, "a WebSocket frame"))
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError(f"EOF with {len(self.buf)} of {n} bytes of a frame")
+            self.buf += chunk
+
+    def read(self):
+        """(fin, opcode, payload, mask): the payload unmasked, mask None
+        for an unmasked frame."""
+        self._need(2)
+        b0, b1 = self.buf[0], self.buf[1]
+        n, pos = b1 & 0x7F, 2
+        if n >= 126:
+            ext = 2 if n == 126 else 8
+            self._need(2 + ext)
+            n, pos = int.from_bytes(self.buf[2:2 + ext], "big"), 2 + ext
+        mask = None
+        if b1 & 0x80:
+            self._need(pos + 4)
+            mask, pos = self.buf[pos:pos + 4], pos + 4
+        self._need(pos + n)
+        payload, self.buf = self.buf[pos:pos + n], self.buf[pos + n:]
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return b0 >> 7, b0 & 0x0F, payload, mask
+
+    def send(self, opcode, payload, fin=True, mask=False, split=False, rsv=0):
+        f = ws_frame(opcode, payload, fin, mask, rsv)
+        if not split:
+            self.s.sendall(f)
+            return
+        for piece in (f[:1], f[1:3], f[3:len(f) // 2], f[len(f) // 2:]):
+            if piece:
+                self.s.sendall(piece)
+
+
+class WsPeer:
+    """A WebSocket echo server written here, to see the client's side of the
+    protocol. mode: "tricky" pings before every echo and sends the echo as a
+    fragmented message in split writes; "flip", "short" and "masked" echo a
+    changed byte, one byte short, or masked; "accept" answers the upgrade
+    with a wrong Sec-WebSocket-Accept, "status" with a 403. It records what
+    each connection sent: masks, whether payloads were the pattern, pongs,
+    and its Close code."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.conns = []  # one dict per connection
+        self.server = Server(suite, self._serve)
+        self.port = self.server.port
+
+    def _serve(self, c):
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        st = {"masks": [], "unmasked": 0, "bad_payload": 0, "pings": [], "pongs": [], "close": None}
+        self.conns.append(st)
+        d = deadline_after(60)
+        lines, rest = read_head(c, d, "the upgrade request")
+        key = header(lines, "Sec-WebSocket-Key")
+        check(lines[0].startswith("GET /ws?x=1 HTTP/1.1") and key, f"upgrade request: {lines}")
+        if self.mode == "status":
+            c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        accept = ws_accept(key + ("x" if self.mode == "accept" else ""))
+        c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
+        w = WsEnd(c, d, rest)
+        n = 0
+        while True:
+            try:
+                fin, op, payload, mask = w.read()
+            except (EOFError, ConnectionResetError):
+                return
+            if mask is None:
+                st["unmasked"] += 1
+            else:
+                st["masks"].append(mask)
+            if op in (WS_TEXT, WS_BINARY):
+                n += 1
+                if payload != pattern(len(payload)):
+                    st["bad_payload"] += 1
+                self._echo(w, st, n, op, payload)
+            elif op == WS_PONG:
+                st["pongs"].append(payload)
+            elif op == WS_CLOSE:
+                st["close"] = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                w.send(WS_CLOSE, payload[:2])
+                return
+
+    def _echo(self, w, st, n, op, payload):
+        if self.mode == "tricky":
+            ping = b"ping %d" % n
+            st["pings"].append(ping)
+            w.send(WS_PING, ping, split=True)
+            third = len(payload) // 3
+            w.send(op, payload[:third], fin=False, split=True)
+            w.send(WS_CONT, payload[third:2 * third], fin=False)
+            w.send(WS_CONT, payload[2 * third:], split=True)
+        elif self.mode == "flip":
+            p = bytearray(payload)
+            p[len(p) // 2] ^= 1
+            w.send(op, bytes(p))
+        elif self.mode == "short":
+            w.send(op, payload[:-1])
+        elif self.mode == "masked":
+            w.send(op, payload, mask=True)
+        else:
+            w.send(op, payload)
+
+
+@suite.case(timeout=60)
+def ws_echo_against_serve_ws():
+    s = serve("ws")
+    url = f"ws://{LOOPBACK}:{s.port}/echo"
+    doc = bench("ws", "--url", url, "--conns", 8, "--pid", s.proc.pid, *RUN)
+    res = validate_schema(doc, "ws", server_pid=True)
+    check_eq({k: doc["params"][k] for k in ("target", "size", "opcode", "pipeline", "verify")},
+             {"target": url, "size": 64, "opcode": "binary", "pipeline": 1, "verify": "bytes"},
+             "params")
+    check_eq(round(res["bytes_per_s"] * 1.5 / res["ops"]), 64, "payload bytes per message")
+    # 70,000 bytes: the 64-bit length form, frames over many reads, two threads
+    doc = bench("ws", "--url", url, "--connections", 4, "--size", 70000, "--text",
+                "--pipeline", 3, "--threads", 2, *RUN)
+    validate_schema(doc, "ws")
+    check_eq(doc["params"]["opcode"], "text", "params.opcode")
+    # Open loop at 2000/s for 1.5 s: the schedule, give or take a slot; a
+    # pipeline of 4 lets a connection catch up after the machine stalls it.
+    doc = bench("ws", "--url", url, "--conns", 4, "--size", 300, "--rate", 2000,
+                "--pipeline", 4, *RUN)
+    res = validate_schema(doc, "ws")
+    check_eq(doc["params"]["loop"], "open", "params.loop")
+    check(abs(res["ops"] - 3000) <= 60, f"open loop at 2000/s made {res['ops']} messages in 1.5 s")
+    check_eq(s.stop(), 0, "serve ws exit status after SIGTERM")
+
+
+@suite.case(timeout=60)
+def ws_answers_pings_takes_fragments_masks_and_closes():
+    peer = WsPeer("tricky")
+    doc = bench("ws", "--url", f"ws://{LOOPBACK}:{peer.port}/ws?x=1", "--conns", 4,
+                "--size", 3000, *RUN)
+    res = validate_schema(doc, "ws")
+    check_eq(peer.server.errors, [], "errors in the test server")
+    check_eq(len(peer.conns), 4, "connections")
+    for i, st in enumerate(peer.conns):
+        what = f"connection {i}"
+        check_eq(st["unmasked"], 0, f"{what}: unmasked frames")
+        check_eq(st["bad_payload"], 0, f"{what}: messages that were not the pattern")
+        masks = st["masks"]
+        check(len(masks) > 10 and len(set(masks)) >= len(masks) - 2,
+              f"{what}: {len(set(masks))} distinct masks in {len(masks)} frames")
+        # every ping answered, in order, but maybe the last (it may come after the Close)
+        pings, pongs = st["pings"], st["pongs"]
+        check(pongs == pings[:len(pongs)] and len(pongs) >= len(pings) - 1,
+              f"{what}: {len(pings)} pings, pongs {pongs[:3]}... ({len(pongs)})")
+        check_eq(st["close"], 1000, f"{what}: Close code")
+    check(sum(len(st["pings"]) for st in peer.conns) >= res["ops"], "fewer echoes than messages")
+
+
+@suite.case(timeout=60)
+def ws_counts_bad_echoes_and_bad_upgrades_as_errors():
+    cases = [("flip", "mismatch", "echo differs"), ("short", "mismatch", "shorter"),
+             ("masked", "bad-response", "masked frame from a server"),
+             ("accept", "bad-response", "wrong Sec-WebSocket-Accept"),
+             ("status", "http-status", "status 403")]
+    for mode, kind, why in cases:
+        peer = WsPeer(mode)
+        doc = bench("ws", "--url", f"ws://{LOOPBACK}:{peer.port}/ws?x=1", "--conns", 2,
+                    "--size", 100, "--duration", "0.5", "--warmup", "0", status=1)
+        res = doc["results"]
+        check_eq(res["errors_by_kind"][kind], 2, f"{mode}: {kind} errors")
+        check_eq(res["errors"], 2, f"{mode}: errors")
+        check(why in res.get("first_error", ""), f"{mode}: first_error {res.get('first_error')!r}")
+        check_eq(res["ops"], 0, f"{mode}: messages counted")
+
+
+def ws_upgrade(port, deadline, version="13"):
+    """A connection to a WebSocket server, upgraded; (WsEnd, head lines)."""
+    c = connect(port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    c.sendall((f"GET /anything HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: {version}\r\n\r\n").encode())
+    lines, rest = read_head(c, deadline, "the 101")
+    check_eq(lines[0], "HTTP/1.1 101 Switching Protocols", "status line")
+    check_eq(header(lines, "Sec-WebSocket-Accept"), ws_accept(key), "Sec-WebSocket-Accept")
+    return WsEnd(c, deadline, rest), lines
+
+
+def response_then_close(port, request, deadline, what):
+    c = connect(port)
+    c.sendall(request)
+    data, _ = recv_until_eof(c, deadline, what)
+    return data
+
+
+@suite.case(timeout=60)
+def serve_ws_echoes_frames_and_rejects_bad_input():
+    s = serve("ws")
+    d = deadline_after(30)
+    w, _ = ws_upgrade(s.port, d)
+    w.send(WS_PING, b"hi", mask=True)
+    check_eq(w.read(), (1, WS_PONG, b"hi", None), "pong")
+    big = pattern(70000)
+    w.send(WS_BINARY, big, mask=True, split=True)
+    check_eq(w.read(), (1, WS_BINARY, big, None), "70,000-byte echo")
+    w.send(WS_TEXT, b"abc", fin=False, mask=True)
+    w.send(WS_PING, b"", mask=True)
+    w.send(WS_CONT, b"def", mask=True)
+    check_eq([w.read() for _ in range(3)],
+             [(0, WS_TEXT, b"abc", None), (1, WS_PONG, b"", None), (1, WS_CONT, b"def", None)],
+             "a fragmented message with a ping between its fragments")
+    w.send(WS_BINARY, b"", mask=True)
+    check_eq(w.read(), (1, WS_BINARY, b"", None), "empty message")
+    w.send(WS_CLOSE, b"\x03\xe8bye", mask=True)
+    check_eq(w.read(), (1, WS_CLOSE, b"\x03\xe8", None), "the Close answer")
+    expect_closed(w.s, d, "after the Close")
+
+    bad = {
+        "garbage": b"\x00\x01\x02 not http at all\r\n\r\n",
+        "no upgrade": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST": (b"POST / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+        "short key": (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+    }
+    for what, req in bad.items():
+        data = response_then_close(s.port, req, d, what)
+        check(data.startswith(b"HTTP/1.1 400 Bad Request\r\n"), f"{what}: {data[:100]!r}")
+    data = response_then_close(s.port, b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                               b"Sec-WebSocket-Version: 8\r\n\r\n", d, "version 8")
+    check(data.startswith(b"HTTP/1.1 426 ") and b"\r\nSec-WebSocket-Version: 13\r\n" in data,
+          f"version 8: {data[:200]!r}")
+    check_eq(response_then_close(s.port, b"GET / HTTP/1.1\r\nX: " + b"a" * 5000, d, "huge head"),
+             b"", "answer to a head over 4 KiB")
+
+    close_1002 = ws_frame(WS_CLOSE, (1002).to_bytes(2, "big"))
+    errors = {
+        "unmasked": ws_frame(WS_BINARY, b"x"),
+        "RSV1": ws_frame(WS_BINARY, b"x", mask=True, rsv=4),
+        "reserved opcode": ws_frame(3, b"x", mask=True),
+        "lone continuation": ws_frame(WS_CONT, b"x", mask=True),
+        "long ping": ws_frame(WS_PING, b"p" * 126, mask=True),
+        "fragmented ping": ws_frame(WS_PING, b"p", fin=False, mask=True),
+    }
+    for what, frame in errors.items():
+        w, _ = ws_upgrade(s.port, d)
+        w.s.sendall(frame)
+        data, _ = recv_until_eof(w.s, d, what)
+        check_eq(w.buf + data, close_1002, f"{what}: answer")
+
+    w, _ = ws_upgrade(s.port, d)  # still serving
+    w.send(WS_TEXT, b"still here", mask=True)
+    check_eq(w.read(), (1, WS_TEXT, b"still here", None), "echo after the bad input")
+    check_eq(s.stop(), 0, "serve ws exit status after SIGTERM")
+
+
+@suite.case(timeout=120)
+def ws_against_cosockd_ws_echo_lua():
+    script = os.path.join(ROOT, "bench", "ws_echo.lua")
+    for backend in ("uring", "epoll"):
+        dmn = suite.daemon("--backend=" + backend, script, 0, backend=False)
+        port = dmn.wait_listening()
+        url = f"ws://{LOOPBACK}:{port}/echo"
+        validate_schema(bench("ws", "--url", url, "--conns", 8, "--pid", dmn.pid, *RUN), "ws",
+                        server_pid=True)
+        # 16 KiB text: the reassembly of read's fragment form in ws_echo.lua
+        validate_schema(bench("ws", "--url", url, "--conns", 4, "--size", 16384, "--text",
+                              "--pipeline", 2, *RUN), "ws")
+        check_eq(dmn.errors(), [], f"{backend}: error records")
+        dmn.signal(signal.SIGTERM)
+        check_eq(dmn.wait_exit(15), 0, f"{backend}: exit status after SIGTERM")
+
+
+# ---------------------------------------------------------------------------
 # serve http against bad input
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -504,6 +841,12 @@ def usage_errors_are_one_line_and_exit_2():
         ["rr", "--target", f"{LOOPBACK}:1", "--conns", "1", "--tls-ca", "/nonexistent/ca.pem"],
         ["rr", "--target", f"{LOOPBACK}:1", "--conns", "1", "--tls-ca", os.path.abspath(__file__)],
         ["echo", "--target", f"{LOOPBACK}:1", "--conns", "1", "--size", "8", "--tls"],
+        ["ws", "--conns", "1"],
+        ["ws", "--url", f"http://{LOOPBACK}:1/", "--conns", "1"],
+        ["ws", "--url", "ws://localhost:1/", "--conns", "1"],
+        ["ws", "--target", f"{LOOPBACK}:1", "--conns", "1"],
+        ["ws", "--url", f"ws://{LOOPBACK}:1/", "--conns", "1", "--tls-ca", "/nonexistent/ca.pem"],
+        ["serve", "ws", "--listen", f"{LOOPBACK}:0", "--chunk", "3"],
     ]
     for args in cases:
         p = subprocess.run([BENCH, *args], capture_output=True, timeout=10)
