@@ -290,12 +290,15 @@ static int rq_user(lua_State *L)
 
 static struct cs_http_exchange *check_resp(lua_State *L) { return obj_exchange(L, 1, RESPONSE_MT); }
 
-/* Raise unless the head can still change. */
+/* Raise unless the head can still change; NULL after req2sock, whose
+ * response is void (calls on it are ignored, like writes). */
 static struct cs_http_exchange *uncommitted(lua_State *L)
 {
 	struct cs_http_exchange *ex = check_resp(L);
+	if (ex->taken)
+		return NULL;
 	if (ex->committed)
-		luaL_error(L, "response: the head was already sent (after flush or req2sock)");
+		luaL_error(L, "response: the head was already sent (after flush)");
 	return ex;
 }
 
@@ -304,7 +307,8 @@ static int rs_setstatus(lua_State *L)
 	struct cs_http_exchange *ex = uncommitted(L);
 	lua_Integer st = luaL_checkinteger(L, 2);
 	luaL_argcheck(L, st >= 100 && st <= 999, 2, "status out of range");
-	ex->status = (int)st;
+	if (ex)
+		ex->status = (int)st;
 	return 0;
 }
 
@@ -315,6 +319,8 @@ static int rs_setheader(lua_State *L)
 	const char *value = luaL_tolstring(L, 3, NULL);
 	if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n") || !*name)
 		return luaL_error(L, "response:setheader: a name or value with CR, LF or ':'");
+	if (!ex)
+		return 0;
 	if (!strcasecmp(name, "Content-Length")) {
 		char *end;
 		long long n = strtoll(value, &end, 10);
@@ -403,6 +409,8 @@ static int rs_sendredirect(lua_State *L)
 	const char *url = luaL_checkstring(L, 2);
 	if (strpbrk(url, "\r\n"))
 		return luaL_error(L, "response:sendredirect: a URL with CR or LF");
+	if (!ex)
+		return 0;
 	ex->status = (int)luaL_optinteger(L, 3, 302);
 	ex->rhead_len = 0;
 	ex->out_len = 0;

@@ -243,11 +243,24 @@ static int take_input(struct cs_http_conn *h)
 	return 1;
 }
 
+/* Wait for more input: an idle connection for keepalive ms, a request
+ * that began until header_timeout after its first byte (a deadline, not
+ * an idle time, so trickling bytes does not keep it alive). */
 static void arm_timer(struct cs_http_conn *h)
 {
 	cs_sock *s = h->sock;
-	bool idle = h->state == CS_HTTP_HEAD && h->len == 0;
-	cs_timer_start(s->vm->loop, &s->timer, idle ? h->srv->keepalive_ms : h->srv->header_ms);
+	cs_loop *loop = s->vm->loop;
+	if (h->state == CS_HTTP_HEAD && h->len == 0) {
+		h->started = 0;
+		cs_timer_start(loop, &s->timer, h->srv->keepalive_ms);
+		return;
+	}
+	cs_loop_update_time(loop);
+	uint64_t now = cs_loop_now(loop);
+	if (!h->started)
+		h->started = now;
+	uint64_t due = h->started + h->srv->header_ms;
+	cs_timer_start(loop, &s->timer, due > now ? due - now : 1);
 }
 
 /* Copy the request out of the connection's buffer and give it to the
@@ -317,8 +330,7 @@ static int took_head(struct cs_http_conn *h, int head_len)
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		send_copy(h->sock, cont, sizeof(cont) - 1);
 	}
-	if (!f.chunked)
-		h->chunked.total = (uint64_t)f.content_length; /* the length to wait for */
+	h->body_want = f.chunked ? 0 : (size_t)f.content_length;
 	return 1;
 }
 
@@ -326,7 +338,7 @@ static int took_head(struct cs_http_conn *h, int head_len)
 static int took_body(struct cs_http_conn *h)
 {
 	if (!h->is_chunked) {
-		size_t want = (size_t)h->chunked.total;
+		size_t want = h->body_want;
 		if (h->len - h->head_len < want)
 			return 0;
 		dispatch(h, h->head_len, want, h->head_len + want);
@@ -485,6 +497,7 @@ int cs__http_finish(lua_State *L)
 	h->len -= ex->consumed;
 	h->state = CS_HTTP_HEAD;
 	h->continue_sent = false;
+	h->started = 0;
 	h->served++;
 	pump(h);
 	return 0;
@@ -562,8 +575,10 @@ static int l_req2sock(lua_State *L)
 	luaL_unref(L, LUA_REGISTRYINDEX, ref);
 	if (ws)
 		return 1;
+	if (!npending)
+		return 1; /* sock (the empty string under it is dropped) */
 	lua_insert(L, -2); /* sock, buffered */
-	return npending ? 2 : 1;
+	return 2;
 }
 
 /* ba.socket.sock2req(sock [, pushback]): back to the server the socket

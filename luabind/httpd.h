@@ -61,10 +61,12 @@ struct cs_http_conn {
 	size_t len, cap;
 	size_t head_len;            /* the current request's head */
 	size_t decoded;             /* chunked: body bytes decoded after the head */
+	size_t body_want;           /* Content-Length of the current request */
 	struct cs_http_chunked chunked;
 	bool is_chunked, continue_sent;
 	ssize_t eof;                /* 1 open; 0 the peer ended; < 0 failed */
 	uint8_t state;              /* enum cs_http_state */
+	uint64_t started;           /* loop time the current request began; 0: idle */
 	uint32_t served;
 	struct cs_http_exchange *ex;
 };

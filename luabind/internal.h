@@ -403,6 +403,8 @@ void cs__ws_received(cs_sock *s, const char *data, ssize_t n);
 uint8_t *cs__ws_frame(cs_sock *s, uint8_t opcode, const void *data, size_t len, size_t *frame_len);
 /* The limit on received (and sent) payloads. */
 uint64_t cs__ws_max_frame(const cs_sock *s);
+/* Our Close went out: nothing more may be sent. */
+bool cs__ws_close_sent(const cs_sock *s);
 /* Closing: queue our Close (1000) unless one was sent (graceful only). */
 void cs__ws_closing(cs_sock *s, bool graceful);
 void cs__ws_free(cs_sock *s);

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -1010,8 +1011,13 @@ static int m_write(lua_State *L)
 	size_t len;
 	int vidx;
 	const char *data = write_window(L, &len, &vidx);
-	if (!data)
-		return 1; /* false */
+	if (!data) {
+		if (!s->ws)
+			return 1; /* false */
+		lua_pop(L, 1);
+		data = ""; /* an empty message is a frame like any other */
+		len = 0;
+	}
 	if (s->kind == CS_SOCK_UDP)
 		return cs__udp_write(L, s, data, len);
 	if (!s->conn)
@@ -1032,9 +1038,14 @@ static int m_write(lua_State *L)
 	}
 	uint8_t *frame = NULL;
 	if (s->ws) {
+		if (cs__ws_close_sent(s))
+			return cs__fail(L, "socketclosed");
 		uint64_t max = cs__ws_max_frame(s);
-		if (len > max)
-			return luaL_error(L, "Max len 0x%X", (unsigned)(max > 0xFFFFFFFFu ? 0xFFFFFFFFu : max));
+		if (len > max) {
+			char limit[24];
+			snprintf(limit, sizeof(limit), "0x%llX", (unsigned long long)max);
+			return luaL_error(L, "Max len %s", limit);
+		}
 		frame = cs__ws_frame(s, opcode, data, len, &len);
 		if (!frame)
 			return cs__fail(L, "malloc");

@@ -17,10 +17,12 @@
  *    (1000, or the violation's code) and ends reading: every later read
  *    returns nil, "socketclosed", code. The OS socket stays open until
  *    close() or the end of the cosocket.
- *  - A read returns a frame whole when all of it has arrived (the
- *    kernel is asked for the rest before giving out a piece). At most
- *    the frame limit (capped at 64 KiB) plus 64 KiB is read ahead, so a
- *    client cannot make us buffer more.
+ *  - A read waits for a frame of up to 64 KiB to arrive whole and
+ *    returns it in one piece, so with the default limit (0xFFFF) a script
+ *    always gets whole frames; larger frames (a raised limit) and
+ *    fragmented messages come in the fragment form as they arrive. At
+ *    most the frame limit (capped at 64 KiB) plus 64 KiB is read ahead,
+ *    so a client cannot make us buffer more.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@
 #include "wsframe.h"
 
 #define WS_READ_AHEAD 65536u  /* read ahead at most this much beyond a frame */
+#define WS_WHOLE_FRAME 65536u /* frames up to this size are returned whole */
 
 struct cs_sock_ws {
 	struct cs_ws_rx rx;
@@ -246,15 +249,15 @@ static uint64_t frame_size(const uint8_t *p, size_t n)
 	return h + len;
 }
 
-/* The next frame starts in the buffer but has not all arrived, and could:
- * worth asking the connection for more before handing out a piece. */
+/* The next frame has not all arrived, and is small enough to wait for
+ * whole (WS_WHOLE_FRAME): a read then returns it in one piece. */
 static bool frame_incomplete(const struct cs_sock_ws *x)
 {
 	if (x->rx.in_frame || x->rx.hdr_len || x->eof <= 0)
 		return false;
 	size_t avail = x->len - x->off;
 	uint64_t need = frame_size(x->buf + x->off, avail);
-	return (need == 0 || need > avail) && need <= x->rx.max_frame + CS_WS_MAX_HEADER;
+	return need == 0 || (need > avail && need <= WS_WHOLE_FRAME + CS_WS_MAX_HEADER);
 }
 
 int cs__ws_fill(lua_State *L, cs_sock *s)
@@ -263,8 +266,13 @@ int cs__ws_fill(lua_State *L, cs_sock *s)
 	if (x->ended)
 		return push_end(L, x);
 	for (;;) {
-		if (x->off < x->len && frame_incomplete(x) && take_input(s) > 0)
-			continue;
+		while (frame_incomplete(x)) {
+			int r = take_input(s);
+			if (r == 0)
+				return 0;
+			if (r < 0)
+				break; /* parse what is left, then report the end */
+		}
 		while (x->off < x->len) {
 			struct cs_ws_event ev;
 			x->off += cs_ws_rx_feed(&x->rx, x->buf + x->off, x->len - x->off, &ev);
@@ -345,6 +353,8 @@ void cs__ws_free(cs_sock *s)
 /* ---- methods ---------------------------------------------------------- */
 
 uint64_t cs__ws_max_frame(const cs_sock *s) { return s->ws->rx.max_frame; }
+
+bool cs__ws_close_sent(const cs_sock *s) { return s->ws->close_sent; }
 
 /* sock:ping([payload = "BAS"]) */
 static int m_ping(lua_State *L)

@@ -32,3 +32,10 @@ require("cosockd.proxy").start{
 -- certificate for "localhost", generated on first use into the state
 -- directory (--state-dir; $STATE_DIRECTORY under systemd). Replace
 -- MakoServer.pem and MakoServer.key there with a real certificate and key.
+
+-- A web server on 127.0.0.1:8088 serving the pages in www/ next to this
+-- file: open http://127.0.0.1:8088/ in a browser for a WebSocket echo
+-- (www/ws.lsp turns the request into a WebSocket, the seeds' Example 5).
+-- Options (limits, TLS with shark=, Basic or cookie auth): docs/API.md.
+local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+cosockd.http{intf = "127.0.0.1", port = 8088, root = here .. "/www"}

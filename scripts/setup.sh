@@ -6,10 +6,14 @@ set -eu
 PACKAGES="
   build-essential pkg-config meson ninja-build python3
   liblua5.4-dev lua5.4 liburing-dev libwolfssl-dev libyajl-dev libsystemd-dev libcriterion-dev
-  socat openssl ca-certificates curl wrk python3-websockets procps util-linux iproute2
+  socat openssl ca-certificates curl wrk python3-websockets procps util-linux iproute2 chromium
 "
 # Peers for the side-by-side benchmarks (bench/), not needed by the tests.
+# bench/compare's ws section also runs the npm `ws` package under Node.js:
+# Debian's nodejs and npm unless a Node.js is installed already (one from
+# elsewhere brings its own npm, which Debian's npm package would clash with).
 BENCH_PACKAGES="haproxy nginx libnginx-mod-stream gnuplot-nox"
+command -v node >/dev/null 2>&1 || BENCH_PACKAGES="$BENCH_PACKAGES nodejs npm"
 
 missing=""
 for p in $PACKAGES ${WITH_BENCH:+$BENCH_PACKAGES}; do
