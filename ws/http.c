@@ -12,6 +12,7 @@
  * coding and never both framings at once.
  */
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -78,8 +79,7 @@ static bool eq_nocase(const char *a, size_t alen, const char *b)
 
 /* ---- token lists --------------------------------------------------------- */
 
-const struct cs_http_header *cs_http_find_header(const struct cs_http_header *h, unsigned n,
-						 const char *name)
+const struct cs_http_header *cs_http_find_header(const struct cs_http_header *h, unsigned n, const char *name)
 {
 	for (unsigned i = 0; i < n; i++)
 		if (eq_nocase(h[i].name, h[i].name_len, name))
@@ -332,10 +332,11 @@ struct head {
 /*
  * Walk buf[0..len) line by line: leading empty lines, the start line
  * (handed to start_line()), header lines, the blank line. Each line, even
- * one still arriving, is checked in the same order: the header count, the
- * start line's length, the head's size; a complete one then for syntax.
- * So errors come in the order of the bytes that cause them, and once a
- * prefix of the input is refused, every longer one is refused the same way.
+ * one still arriving, is first held to the limits (the header count, the
+ * start line's length, the head's size), a complete one then to the
+ * syntax. So errors come in the order of the bytes that cause them, and
+ * once a prefix of the input is refused, every longer one is refused the
+ * same way.
  */
 static int parse_head(const char *buf, size_t len, const struct head_limits *l,
 		      int (*start_line)(const struct line *, void *), void *arg, struct head *hd)
@@ -345,6 +346,8 @@ static int parse_head(const char *buf, size_t len, const struct head_limits *l,
 	int r;
 
 	hd->num_headers = 0;
+	if (len == 0)
+		return CS_HTTP_PARTIAL;
 	for (;;) {
 		const char *start = buf + pos;
 		const char *lf = memchr(start, '\n', len - pos);
@@ -355,12 +358,29 @@ static int parse_head(const char *buf, size_t len, const struct head_limits *l,
 		if (n && start[n - 1] == '\r')
 			ln.len--;
 
-		if (started && ln.len && hd->num_headers >= l->max_headers)
-			return CS_HTTP_E_TOO_MANY_HEADERS;
-		if (!started && ln.len > l->max_line)
-			return CS_HTTP_E_LINE_TOO_LONG;
-		if (lf ? pos + n + 1 > l->max_head : len >= l->max_head)
-			return CS_HTTP_E_HEAD_TOO_LARGE;
+		/* Of the limits this line breaks, the one broken at the
+		 * earliest input length wins, so the answer does not change
+		 * as the input grows. */
+		size_t at = SIZE_MAX;
+		int err = 0;
+
+		if (started && ln.len && hd->num_headers >= l->max_headers) {
+			at = pos + (start[0] == '\r' ? 2 : 1);
+			err = CS_HTTP_E_TOO_MANY_HEADERS;
+		}
+		if (!started && ln.len > l->max_line) {
+			/* A CR right after max_line bytes was still a possible line end. */
+			size_t t = pos + l->max_line + 1 + (start[l->max_line] == '\r');
+
+			if (t < at) {
+				at = t;
+				err = CS_HTTP_E_LINE_TOO_LONG;
+			}
+		}
+		if ((lf ? pos + n + 1 > l->max_head : len >= l->max_head) && l->max_head < at)
+			err = CS_HTTP_E_HEAD_TOO_LARGE;
+		if (err)
+			return err;
 		if (!lf)
 			return CS_HTTP_PARTIAL;
 		pos += n + 1;
@@ -431,8 +451,7 @@ int cs_http_parse_response(const char *buf, size_t len, const struct cs_http_lim
 	if (r < 0)
 		return r;
 	resp->num_headers = hd.num_headers;
-	r = read_framing(resp->headers, resp->num_headers, resp->minor_version, false,
-			 &resp->framing);
+	r = read_framing(resp->headers, resp->num_headers, resp->minor_version, false, &resp->framing);
 	if (r < 0)
 		return r;
 	return (int)hd.end;
@@ -441,14 +460,14 @@ int cs_http_parse_response(const char *buf, size_t len, const struct cs_http_lim
 /* ---- chunked transfer coding -------------------------------------------- */
 
 enum chunk_state {
-	CH_SIZE,      /* hex digits of the size */
-	CH_SIZE_BWS,  /* blanks after the digits */
-	CH_EXT,       /* a chunk extension, skipped */
-	CH_SIZE_LF,   /* CR seen, LF due */
+	CH_SIZE,     /* hex digits of the size */
+	CH_SIZE_BWS, /* blanks after the digits */
+	CH_EXT,	     /* a chunk extension, skipped */
+	CH_SIZE_LF,  /* CR seen, LF due */
 	CH_DATA,
 	CH_DATA_CR,
 	CH_DATA_LF,
-	CH_TRAILER,   /* in a trailer line (or at the start of one) */
+	CH_TRAILER, /* in a trailer line (or at the start of one) */
 	CH_TRAILER_LF,
 	CH_DONE,
 	CH_FAILED_MALFORMED,
@@ -609,7 +628,8 @@ ssize_t cs_http_decode_chunked(struct cs_http_chunked *d, char *buf, size_t *len
 	*len = w;
 	if (d->state != CH_DONE)
 		return CS_HTTP_PARTIAL;
-	memmove(buf + w, buf + r, n - r);
+	if (n > r)
+		memmove(buf + w, buf + r, n - r);
 	return (ssize_t)(n - r);
 }
 
@@ -633,6 +653,8 @@ int cs_url_parse(const char *url, size_t len, struct cs_url *u)
 	size_t i;
 
 	memset(u, 0, sizeof(*u));
+	if (len == 0)
+		return -1;
 	for (i = 0; i < len; i++)
 		if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f)
 			return -1;
@@ -764,8 +786,8 @@ size_t cs_http_unescape(char *dst, const char *src, size_t len, bool plus_is_spa
 	return w;
 }
 
-bool cs_http_next_param(const char *s, size_t len, size_t *pos, const char **name,
-			size_t *name_len, const char **value, size_t *value_len)
+bool cs_http_next_param(const char *s, size_t len, size_t *pos, const char **name, size_t *name_len,
+			const char **value, size_t *value_len)
 {
 	while (*pos < len) {
 		size_t start = *pos, end = start, eq;

@@ -210,9 +210,8 @@ char *cs_lsp_translate(const char *src, size_t len, size_t *out_len, char *err, 
 
 		if (!close) {
 			if (err && errlen)
-				snprintf(err, errlen, "line %zu: %s without ?>",
-					 count_lines(src, (size_t)(tag - src)) + 1,
-					 open_len == 5 ? "<?lsp" : open_len == 6 ? "<?lsp=" : "<?=");
+				snprintf(err, errlen, "line %zu: %.*s without ?>",
+					 count_lines(src, (size_t)(tag - src)) + 1, (int)open_len, tag);
 			free(o.p);
 			return NULL;
 		}

@@ -71,7 +71,25 @@ bad:
 
 void cs_ws_mask(uint8_t *p, size_t len, const uint8_t mask[4], uint64_t offset)
 {
-	for (size_t i = 0; i < len; i++)
+	size_t i = 0;
+	/* byte by byte up to an 8-byte boundary of p, then 8 bytes at a time
+	 * with the key rotated to match, then the tail */
+	for (; i < len && ((uintptr_t)(p + i) & 7); i++)
+		p[i] ^= mask[(offset + i) & 3];
+	if (len - i >= 8) {
+		uint8_t k[8];
+		for (int j = 0; j < 8; j++)
+			k[j] = mask[(offset + i + (size_t)j) & 3];
+		uint64_t key;
+		memcpy(&key, k, 8);
+		for (; len - i >= 8; i += 8) {
+			uint64_t w;
+			memcpy(&w, p + i, 8);
+			w ^= key;
+			memcpy(p + i, &w, 8);
+		}
+	}
+	for (; i < len; i++)
 		p[i] ^= mask[(offset + i) & 3];
 }
 
@@ -104,8 +122,7 @@ size_t cs_ws_header(uint8_t out[CS_WS_MAX_HEADER], uint8_t opcode, bool fin, uin
 
 /* ---- the accept key ------------------------------------------------------ */
 
-static const char b64_alphabet[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static bool is_b64(char c)
 {
@@ -293,8 +310,7 @@ static uint16_t finish_control(struct cs_ws_rx *rx, struct cs_ws_event *ev)
 
 		if (!close_code_ok(code))
 			return CS_WS_CLOSE_PROTOCOL;
-		if (!cs_utf8_feed(&u, rx->control + 2, rx->control_len - 2u) ||
-		    !cs_utf8_complete(&u))
+		if (!cs_utf8_feed(&u, rx->control + 2, rx->control_len - 2u) || !cs_utf8_complete(&u))
 			return CS_WS_CLOSE_BAD_DATA;
 		ev->code = (uint16_t)code;
 		ev->data = rx->control + 2;
@@ -325,6 +341,10 @@ size_t cs_ws_rx_feed(struct cs_ws_rx *rx, uint8_t *buf, size_t len, struct cs_ws
 		return fail(rx, len, ev, rx->error_code);
 	if (rx->closed)
 		return repeat_close(rx, len, ev);
+	/* Nothing can complete without input: an empty frame or control
+	 * frame is reported by the call that reads its header's last byte. */
+	if (len == 0)
+		return 0;
 
 	if (!rx->in_frame) {
 		while (pos < len) {
