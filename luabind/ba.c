@@ -120,6 +120,7 @@ int cs__open_ba(lua_State *L)
 	lua_newtable(L);
 	cs__open_socket(L);
 	luaL_setfuncs(L, codec_funcs, 0);
+	cs__open_httpc(L); /* ba.socket.http2sock, require"httpc" */
 	lua_setfield(L, -2, "socket");
 	cs__open_timer(L);
 	lua_setfield(L, -2, "timer");

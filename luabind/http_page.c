@@ -208,12 +208,14 @@ static bool form_body(const struct cs_http_exchange *ex)
 static int rq_data(lua_State *L)
 {
 	struct cs_http_exchange *ex = check_req(L);
+	bool one = !lua_isnoneornil(L, 2);
+	lua_settop(L, 2);
 	lua_newtable(L);
 	if (ex->query)
 		add_params(L, ex->query, ex->query_len);
 	if (ex->body_len && form_body(ex))
 		add_params(L, ex->head + ex->head_len, ex->body_len);
-	if (!lua_isnoneornil(L, 2)) {
+	if (one) {
 		lua_pushvalue(L, 2);
 		lua_rawget(L, -2);
 	}

@@ -36,31 +36,13 @@ static void pump(struct cs_http_conn *h);
 
 /* ---- sending ------------------------------------------------------- */
 
-/* Queue buf (malloc'd, taken over) on the socket, through TLS if any. */
-static int send_owned(cs_sock *s, char *buf, size_t len)
-{
-	if (!s->conn || len == 0) {
-		free(buf);
-		return s->conn ? 0 : -EPIPE;
-	}
-	if (s->tls) {
-		int r = cs__tls_send(s, buf, len);
-		free(buf);
-		return r < 0 ? r : 0;
-	}
-	int r = cs_conn_send(s->conn, buf, len, CS_COOKIE_MEM(buf));
-	if (r <= 0)
-		free(buf);
-	return r < 0 ? r : 0;
-}
-
 static int send_copy(cs_sock *s, const char *data, size_t len)
 {
 	char *b = malloc(len ? len : 1);
 	if (!b)
 		return -ENOMEM;
 	memcpy(b, data, len);
-	return send_owned(s, b, len);
+	return cs__sock_send_owned(s, b, len);
 }
 
 static const char *reason_phrase(int status)
@@ -183,7 +165,7 @@ int cs__http_send(struct cs_http_exchange *ex, bool last)
 		cs__sock_close(h->sock, "malloc", false);
 		return -ENOMEM;
 	}
-	return send_owned(h->sock, buf, len);
+	return cs__sock_send_owned(h->sock, buf, len);
 }
 
 /* ---- the exchange type ------------------------------------------------ */
@@ -352,6 +334,8 @@ static int took_body(struct cs_http_conn *h)
 		h->len = h->head_len + h->decoded;
 		return 0;
 	}
+	if (r == CS_HTTP_E_FRAMING)
+		return -413; /* the decoder's only framing error: over max_body */
 	if (r < 0)
 		return -cs_http_error_status((int)r);
 	h->decoded += n;
@@ -459,6 +443,8 @@ void cs__http_free(cs_sock *s)
 static int attach(lua_State *L, int idx, struct cs_http_server *srv, const char *pending, size_t len)
 {
 	cs_sock *s = cs__check_sock(L, idx);
+	if (!s->conn)
+		return 0; /* closed already (a TLS handshake failed inside accept) */
 	struct cs_http_conn *h = calloc(1, sizeof(*h));
 	if (!h || (len && !buf_append(h, pending, len))) {
 		free(h);

@@ -263,6 +263,13 @@ void cs__wake_reader(cs_sock *s, int (*fill)(lua_State *L, cs_sock *s));
  * or 0 when it must wait: the layers' fill functions in order (WebSocket
  * frames, TLS records, plain bytes). */
 int cs__read_now(lua_State *L, cs_sock *s);
+/* Queue len bytes at buf, a malloc'd buffer taken over (freed once sent
+ * or on failure), encrypted first on a TLS socket. 0 or -errno. */
+int cs__sock_send_owned(cs_sock *s, void *buf, size_t len);
+/* Push a new socket object that takes over s's connection and its layers
+ * (TLS, WebSocket); s is left closed, free to connect again. The active
+ * socket count stays: the connection lives on. Not for HTTP connections. */
+cs_sock *cs__sock_move(lua_State *L, cs_sock *s);
 /* Push the socket object itself. */
 void cs__push_self(lua_State *L, cs_sock *s);
 /* A wait that the call starting it settled at once (s->wait is READY):

@@ -192,6 +192,9 @@ bool cs__sock_close(cs_sock *s, const char *err, bool graceful)
 	s->conn = NULL;
 	s->rx_paused = false;
 	s->vm->active_socks--;
+	if (s->kind == CS_SOCK_LISTEN)
+		shutdown(cs_conn_fd(c), SHUT_RDWR); /* refuse at once, even while
+						     * io_uring cancels the accept */
 	cs_conn_close(c, graceful);
 	free_addrs(s);
 	if ((s->co || s->blocker) && s->wait != CS_WAIT_WRITE)
@@ -790,17 +793,7 @@ static int m_event(lua_State *L)
 			return luaL_error(L, "Already in async/cosocket mode");
 		/* From its own cosocket: the connection moves to a new object
 		 * with a new coroutine; this object is left closed. */
-		cs_sock *n = cs__push_sock(L, s->vm, (enum cs_kind)s->kind, NULL);
-		n->conn = s->conn;
-		n->had_conn = true;
-		n->queue_limit = s->queue_limit;
-		n->maxsize = s->maxsize;
-		n->tls = s->tls;
-		n->host = s->host;
-		s->tls = NULL;
-		s->host = NULL;
-		cs_conn_set_udata(n->conn, n);
-		s->conn = NULL;
+		cs_sock *n = cs__sock_move(L, s);
 		lua_replace(L, 1);
 		s = n;
 	} else if (!s->conn && !cs__tls_failed(s)) {
@@ -817,6 +810,45 @@ static int m_event(lua_State *L)
 		return 1;
 	}
 	return cs__fail(L, "failed");
+}
+
+int cs__sock_send_owned(cs_sock *s, void *buf, size_t len)
+{
+	if (!s->conn || len == 0) {
+		free(buf);
+		return s->conn ? 0 : -EPIPE;
+	}
+	if (s->tls) {
+		int r = cs__tls_send(s, buf, len);
+		free(buf);
+		return r < 0 ? r : 0;
+	}
+	int r = cs_conn_send(s->conn, buf, len, CS_COOKIE_MEM(buf));
+	if (r <= 0)
+		free(buf);
+	return r < 0 ? r : 0;
+}
+
+cs_sock *cs__sock_move(lua_State *L, cs_sock *s)
+{
+	cs_sock *n = cs__push_sock(L, s->vm, (enum cs_kind)s->kind, NULL);
+	n->conn = s->conn;
+	n->had_conn = true;
+	n->ipv6 = s->ipv6;
+	n->halfclose = s->halfclose;
+	n->eof = s->eof;
+	n->queue_limit = s->queue_limit;
+	n->maxsize = s->maxsize;
+	n->tls = s->tls;
+	n->ws = s->ws;
+	n->host = s->host;
+	s->tls = NULL;
+	s->ws = NULL;
+	s->host = NULL;
+	if (n->conn)
+		cs_conn_set_udata(n->conn, n);
+	s->conn = NULL; /* the count of active sockets stays: the conn lives on */
+	return n;
 }
 
 /* ba.socket.event(fn, ...) */

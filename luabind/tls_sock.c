@@ -366,6 +366,10 @@ int cs__tls_connect_blocking(cs_sock *s, int fd, int timeout_ms)
 ssize_t cs__tls_pull(cs_sock *s, const char **data, const char **err, const char **why)
 {
 	cs_tls *t = s->tls->session;
+	if (!t) { /* the session ended (a failed handshake closed the socket) */
+		*err = "socketclosed", *why = NULL;
+		return -EPIPE;
+	}
 	if (!cs_tls_handshake_done(t))
 		return -EAGAIN; /* the handshake's receive is armed; hs_finished reads */
 	if (!s->vm->tls_buf && !(s->vm->tls_buf = malloc(TLS_RECORD_MAX))) {

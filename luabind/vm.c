@@ -21,6 +21,8 @@ cs_vm *cs__vm(lua_State *L)
 	return vm;
 }
 
+static void log_oneline(cs_vm *vm, int prio, const char *text);
+
 void cs__log(cs_vm *vm, int prio, const char *fmt, ...)
 {
 	char line[2048];
@@ -28,7 +30,10 @@ void cs__log(cs_vm *vm, int prio, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	vm->log(prio, line);
+	if (strchr(line, '\n'))
+		log_oneline(vm, prio, line);
+	else
+		vm->log(prio, line);
 }
 
 /* Tracebacks are multi-line; a log record is one line. */

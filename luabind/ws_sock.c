@@ -86,29 +86,11 @@ uint8_t *cs__ws_frame(cs_sock *s, uint8_t opcode, const void *data, size_t len, 
 	return f;
 }
 
-/* Queue a frame built by cs__ws_frame (taken over). 0 or -errno. */
-static int send_frame(cs_sock *s, uint8_t *f, size_t len)
-{
-	if (!s->conn) {
-		free(f);
-		return -EPIPE;
-	}
-	if (s->tls) {
-		int r = cs__tls_send(s, (const char *)f, len);
-		free(f);
-		return r < 0 ? r : 0;
-	}
-	int r = cs_conn_send(s->conn, f, len, CS_COOKIE_MEM(f));
-	if (r <= 0)
-		free(f);
-	return r < 0 ? r : 0;
-}
-
 static int send_control(cs_sock *s, uint8_t opcode, const void *data, size_t len)
 {
 	size_t flen;
 	uint8_t *f = cs__ws_frame(s, opcode, data, len, &flen);
-	return f ? send_frame(s, f, flen) : -ENOMEM;
+	return f ? cs__sock_send_owned(s, f, flen) : -ENOMEM;
 }
 
 static void send_close(cs_sock *s, uint16_t code)

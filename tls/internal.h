@@ -49,6 +49,7 @@ struct cs_tls {
 	char *out;
 	size_t out_len, out_cap;
 	bool eof, done, failed, closing, forget;
+	bool read_any;         /* application data was read (so were any tickets) */
 	int verify_err;      /* first certificate error wolfSSL reported */
 	char alpn[64];       /* the protocol agreed on, "" when none */
 };

@@ -219,6 +219,11 @@ static void cache_store(cs_tls *t)
 	cs_tls_ctx *ctx = t->ctx;
 	if (ctx->server || !t->done || t->failed || t->forget || !cache_key(t, key, sizeof(key)))
 		return;
+	/* A resumed TLS 1.3 session closed before its new ticket was read
+	 * would be stored with the old ticket and new secrets, and the next
+	 * resumption would fail its binder: keep the session we had. */
+	if (wolfSSL_session_reused(t->ssl) && !t->read_any)
+		return;
 	WOLFSSL_SESSION *s = wolfSSL_get1_session(t->ssl);
 	if (!s)
 		return;
@@ -430,8 +435,10 @@ ssize_t cs_tls_read(cs_tls *t, void *buf, size_t len)
 	if (len > INT32_MAX)
 		len = INT32_MAX;
 	int n = wolfSSL_read(t->ssl, buf, (int)len);
-	if (n > 0)
+	if (n > 0) {
+		t->read_any = true;
 		return n;
+	}
 	return map_error(t, n);
 }
 

@@ -1,0 +1,3 @@
+// test_http: a static script
+"use strict";
+document.title = "cosockd";

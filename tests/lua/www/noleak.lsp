@@ -1,0 +1,1 @@
+leaked=<?= tostring(leaked) ?> page.hits=<?= tostring(page.hits) ?>

@@ -1,0 +1,1 @@
+private user=<?= tostring(request:user()) ?>

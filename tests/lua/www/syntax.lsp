@@ -1,0 +1,2 @@
+<p>a page that does not compile</p>
+<?lsp if then ?>

@@ -1,0 +1,2 @@
+<p>a code tag that is never closed</p>
+<?lsp print("x")

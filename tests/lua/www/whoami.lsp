@@ -1,0 +1,1 @@
+public user=<?= tostring(request:user()) ?>
