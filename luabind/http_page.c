@@ -62,8 +62,11 @@ static int send_on_loop(lua_State *L)
 		return 0;
 	cs_sock *s = ex->conn->sock;
 	if (s->conn && cs_conn_queued(s->conn) + cs__tls_pending(s) > SEND_PARK_BYTES &&
-	    cs__caller(L, s->vm))
+	    cs__caller(L, s->vm)) {
+		/* wait for the drain, for send_timeout ms (cs__http_timer) */
+		cs_timer_start(s->vm->loop, &s->timer, ex->srv->send_ms);
 		return cs__park_writer(L, s);
+	}
 	return 0;
 }
 
@@ -94,8 +97,8 @@ static bool flush_response(lua_State *L, int idx)
 
 static bool out_append(lua_State *L, int idx, struct cs_http_exchange *ex, const char *p, size_t n)
 {
-	if (ex->head_only)
-		return true;
+	if (ex->head_only || ex->taken)
+		return true; /* no body, or the response is void (req2sock) */
 	if (!cs__http_append(&ex->out, &ex->out_len, &ex->out_cap, p, n))
 		luaL_error(L, "response: out of memory");
 	if (ex->out_len >= OUT_FLUSH_BYTES)
@@ -416,6 +419,7 @@ static int rs_sendredirect(lua_State *L)
 	ex->status = (int)luaL_optinteger(L, 3, 302);
 	ex->rhead_len = 0;
 	ex->out_len = 0;
+	ex->content_length = -1;
 	add_header(ex, "Location", url);
 	add_header(ex, "Content-Type", "text/html; charset=utf-8");
 	ex->has_type = true;
@@ -555,6 +559,8 @@ static int emit_text(lua_State *L)
 	size_t n;
 	const char *p = luaL_checklstring(L, 1, &n);
 	struct cs_http_exchange *ex = lua_touserdata(L, lua_upvalueindex(1));
+	if (ex->finished)
+		return luaL_error(L, "response: the request is over");
 	out_append(L, lua_upvalueindex(2), ex, p, n);
 	return 0;
 }
@@ -606,8 +612,14 @@ static bool authorized(lua_State *L, struct cs_http_exchange *ex, int rq)
 {
 	struct cs_http_server *srv = ex->srv;
 	bool guarded = false;
-	for (unsigned i = 0; i < srv->nprotect && !guarded; i++)
-		guarded = !strncmp(ex->path, srv->protect[i], strlen(srv->protect[i]));
+	size_t plen = strlen(ex->path);
+	for (unsigned i = 0; i < srv->nprotect && !guarded; i++) {
+		const char *pre = srv->protect[i];
+		size_t n = strlen(pre);
+		/* "/private/" also guards "/private", which serves its index */
+		guarded = !strncmp(ex->path, pre, n) ||
+			  (n > 1 && pre[n - 1] == '/' && plen == n - 1 && !strncmp(ex->path, pre, n - 1));
+	}
 	if (!guarded)
 		return true;
 	int top = lua_gettop(L);
@@ -720,7 +732,7 @@ static void route(lua_State *L, struct cs_http_exchange *ex, int rq, int rs)
 	size_t fl = strlen(file);
 	if (fl > 4 && !strcmp(file + fl - 4, ".lsp")) {
 		push_lsp(L, srv, file, &st);
-		call_lsp(L, ex, rq, rs, ex->path);
+		call_lsp(L, ex, rq, rs, file); /* one `page` table per file */
 		return;
 	}
 	int fd = open(file, O_RDONLY | O_CLOEXEC);
@@ -747,6 +759,23 @@ static void push_object(lua_State *L, int exidx, const char *mt)
 	luaL_setmetatable(L, mt);
 }
 
+/* Collapse "//" and "/./" in place, so that access rules, caches and
+ * routes see one spelling of each path ("..", kept, is refused later). */
+static void normalize_path(char *p)
+{
+	char *o = p;
+	for (const char *i = p; *i;) {
+		if (i[0] == '/' && (i[1] == '/' || (i[1] == '.' && (i[2] == '/' || i[2] == 0)))) {
+			i += i[1] == '/' ? 1 : 2;
+			continue;
+		}
+		*o++ = *i++;
+	}
+	if (o == p)
+		*o++ = '/';
+	*o = 0;
+}
+
 /* Split the target into the decoded path and the query. false: bad. */
 static bool split_target(struct cs_http_exchange *ex)
 {
@@ -765,7 +794,10 @@ static bool split_target(struct cs_http_exchange *ex)
 		return false;
 	size_t d = cs_http_unescape(ex->path, t, plen, false);
 	ex->path[d] = 0;
-	return strlen(ex->path) == d; /* no NUL smuggled in */
+	if (strlen(ex->path) != d)
+		return false; /* a NUL smuggled in */
+	normalize_path(ex->path);
+	return true;
 }
 
 /* Protected part of a request: (ex, request, response). */
@@ -796,10 +828,12 @@ int cs__http_run(lua_State *L)
 		if (lua_pcall(L, 3, 0, 4) != LUA_OK) {
 			cs__log(ex->srv->vm, CS_LOG_ERR, "http: %.*s %s: %s", (int)ex->req.method_len,
 				ex->req.method, ex->path, lua_tostring(L, -1));
-			if (!ex->committed)
+			if (!ex->committed) {
 				cs__http_error_page(ex, 500, "The page failed; the server log says why.");
-			else
+			} else {
 				ex->keep_alive = false; /* the response is cut short */
+				ex->aborted = true;
+			}
 		}
 	}
 	lua_settop(L, 3);

@@ -31,6 +31,8 @@
 #define DEFAULT_KEEPALIVE_MS 15000
 #define DEFAULT_HEADER_MS 10000
 #define SEND_PARK_BYTES (256u << 10) /* a page writing more waits for the drain */
+#define DEFAULT_SEND_MS 30000
+#define IDLE_BUFFER_MAX (16u << 10)
 
 static void pump(struct cs_http_conn *h);
 
@@ -116,18 +118,23 @@ static bool build_head(struct cs_http_exchange *ex, char **buf, size_t *len, siz
 			return false;
 	}
 	if (!bodiless) {
-		if (ex->content_length < 0 && last)
+		if (ex->content_length < 0 && last && !ex->head_only)
 			ex->content_length = (int64_t)ex->out_len;
+		n = 0;
 		if (ex->content_length >= 0) {
 			n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)ex->content_length);
-		} else {
+		} else if (ex->req.minor_version == 0) {
+			ex->keep_alive = false; /* HTTP/1.0 has no chunks: the close ends the body */
+		} else if (!ex->head_only) {
 			ex->chunked = true;
 			n = snprintf(line, sizeof(line), "Transfer-Encoding: chunked\r\n");
 		}
-		if (!cs__http_append(buf, len, cap, line, (size_t)n))
+		if (n && !cs__http_append(buf, len, cap, line, (size_t)n))
 			return false;
 	}
-	const char *conn = ex->keep_alive ? "" : "Connection: close\r\n";
+	const char *conn = !ex->keep_alive		? "Connection: close\r\n"
+			   : ex->req.minor_version == 0 ? "Connection: keep-alive\r\n"
+							: "";
 	return cs__http_append(buf, len, cap, conn, strlen(conn)) && cs__http_append(buf, len, cap, "\r\n", 2);
 }
 
@@ -158,7 +165,7 @@ int cs__http_send(struct cs_http_exchange *ex, bool last)
 		}
 	}
 	ex->out_len = 0;
-	if (ok && last && ex->chunked && body)
+	if (ok && last && ex->chunked && body && !ex->aborted)
 		ok = cs__http_append(&buf, &len, &cap, "0\r\n\r\n", 5);
 	if (!ok) {
 		free(buf);
@@ -300,14 +307,15 @@ static int took_head(struct cs_http_conn *h, int head_len)
 	if (f.content_length > 0 && (uint64_t)f.content_length > srv->max_body)
 		return -413;
 	bool body = f.chunked || f.content_length > 0;
-	if (f.chunked)
-		cs_http_chunked_init(&h->chunked, srv->max_body);
+	if (f.chunked) /* the decoder's 0 means no limit; ours means no body */
+		cs_http_chunked_init(&h->chunked, srv->max_body ? srv->max_body : 1);
 	if (!body) {
 		dispatch(h, h->head_len, 0, h->head_len);
 		return 1;
 	}
 	h->state = CS_HTTP_BODY;
-	if (f.expect_continue && !h->continue_sent && h->len == h->head_len) {
+	if (f.expect_continue && srv->scratch->minor_version == 1 && !h->continue_sent &&
+	    h->len == h->head_len) {
 		h->continue_sent = true;
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		send_copy(h->sock, cont, sizeof(cont) - 1);
@@ -338,10 +346,27 @@ static int took_body(struct cs_http_conn *h)
 		return -413; /* the decoder's only framing error: over max_body */
 	if (r < 0)
 		return -cs_http_error_status((int)r);
+	if (h->decoded + n > h->srv->max_body)
+		return -413;
 	h->decoded += n;
 	h->len = h->head_len + h->decoded + (size_t)r;
 	dispatch(h, h->head_len, h->decoded, h->head_len + h->decoded);
 	return 1;
+}
+
+/* Whether the head could have changed its verdict since the last parse:
+ * a line ended in the new bytes, or a limit may be passed. Parsing only
+ * then keeps a head sent a byte at a time from costing quadratic time. */
+static bool head_worth_parsing(struct cs_http_conn *h)
+{
+	size_t from = h->parsed_len < h->len ? h->parsed_len : 0;
+	if (h->len == 0 || h->len == h->parsed_len)
+		return false;
+	bool newline = memchr(h->buf + from, '\n', h->len - from) != NULL;
+	if (newline)
+		h->line_done = true;
+	const struct cs_http_limits *lim = &h->srv->limits;
+	return newline || h->len > lim->max_head || (!h->line_done && h->len > lim->max_line);
 }
 
 static void pump(struct cs_http_conn *h)
@@ -350,8 +375,10 @@ static void pump(struct cs_http_conn *h)
 	while (s->http == h && (h->state == CS_HTTP_HEAD || h->state == CS_HTTP_BODY)) {
 		int r;
 		if (h->state == CS_HTTP_HEAD) {
-			r = h->len ? cs_http_parse_request(h->buf, h->len, &h->srv->limits, h->srv->scratch)
-				   : CS_HTTP_PARTIAL;
+			r = head_worth_parsing(h) ? cs_http_parse_request(h->buf, h->len, &h->srv->limits,
+									h->srv->scratch)
+						  : CS_HTTP_PARTIAL;
+			h->parsed_len = h->len;
 			if (r > 0)
 				r = took_head(h, r);
 			else if (r == CS_HTTP_PARTIAL)
@@ -398,6 +425,13 @@ void cs__http_received(cs_sock *s, const char *data, ssize_t n)
 void cs__http_timer(cs_sock *s)
 {
 	struct cs_http_conn *h = s->http;
+	if (h->draining || (h->state == CS_HTTP_RUN && s->bwriters)) {
+		/* the client stopped reading our answer */
+		cs__log(s->vm, CS_LOG_INFO, "http: answer not read within %u ms; closing",
+			(unsigned)h->srv->send_ms);
+		cs__sock_close(s, "timeout", false);
+		return;
+	}
 	if (h->state == CS_HTTP_RUN)
 		return;
 	if (h->state == CS_HTTP_HEAD && h->len == 0) {
@@ -470,9 +504,11 @@ int cs__http_finish(lua_State *L)
 	ex->finished = true;
 	if (!h || ex->taken)
 		return 0;
-	cs__http_send(ex, true);
-	exchange_detach(ex);
 	cs_sock *s = h->sock;
+	cs__http_send(ex, true);
+	if (s->http != h)
+		return 0; /* sending failed and closed the connection */
+	exchange_detach(ex);
 	if (!s->conn)
 		return 0;
 	if (!ex->keep_alive || h->eof <= 0) {
@@ -481,12 +517,36 @@ int cs__http_finish(lua_State *L)
 	}
 	memmove(h->buf, h->buf + ex->consumed, h->len - ex->consumed);
 	h->len -= ex->consumed;
+	if (h->len == 0 && h->cap > IDLE_BUFFER_MAX) {
+		free(h->buf); /* an idle connection keeps no large buffer */
+		h->buf = NULL;
+		h->cap = 0;
+	}
 	h->state = CS_HTTP_HEAD;
 	h->continue_sent = false;
 	h->started = 0;
+	h->parsed_len = 0;
+	h->line_done = false;
 	h->served++;
+	if (cs_conn_queued(s->conn) + cs__tls_pending(s) > SEND_PARK_BYTES) {
+		/* the client does not read: take no pipelined request until
+		 * the answers drain (cs__http_drained), for send_timeout ms */
+		h->draining = true;
+		cs_timer_start(s->vm->loop, &s->timer, h->srv->send_ms);
+		return 0;
+	}
 	pump(h);
 	return 0;
+}
+
+void cs__http_drained(cs_sock *s)
+{
+	struct cs_http_conn *h = s->http;
+	if (!h->draining)
+		return;
+	h->draining = false;
+	cs_timer_stop(s->vm->loop, &s->timer);
+	pump(h);
 }
 
 /* ---- req2sock, sock2req ----------------------------------------------- */
@@ -647,8 +707,7 @@ static int s_close(lua_State *L)
 	cs_sock *ls = luaL_testudata(L, -1, CS_SOCK_MT);
 	if (ls)
 		cs__sock_close(ls, "socketclosed", false);
-	luaL_unref(L, LUA_REGISTRYINDEX, srv->self_ref);
-	srv->self_ref = LUA_NOREF;
+	/* self_ref stays: connections and running pages still point here */
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -753,6 +812,7 @@ static int l_http(lua_State *L)
 	srv->max_body = (uint64_t)opt_int(L, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
 	srv->keepalive_ms = (uint32_t)opt_int(L, "keepalive", DEFAULT_KEEPALIVE_MS, 1, 86400000);
 	srv->header_ms = (uint32_t)opt_int(L, "header_timeout", DEFAULT_HEADER_MS, 1, 86400000);
+	srv->send_ms = (uint32_t)opt_int(L, "send_timeout", DEFAULT_SEND_MS, 1, 86400000);
 	srv->ws_max_frame = (uint64_t)opt_int(L, "ws_max_frame", CS_WS_DEFAULT_MAX_FRAME, 125,
 					      (lua_Integer)1 << 40);
 	unsigned threads = (unsigned)opt_int(L, "threads", DEFAULT_THREADS, 1, 1024);

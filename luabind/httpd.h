@@ -38,7 +38,7 @@ struct cs_http_server {
 	char *realm;
 	struct cs_http_limits limits;
 	uint64_t max_body;
-	uint32_t keepalive_ms, header_ms;
+	uint32_t keepalive_ms, header_ms, send_ms;
 	uint64_t ws_max_frame;
 	int port;
 	bool closed;
@@ -67,6 +67,9 @@ struct cs_http_conn {
 	ssize_t eof;                /* 1 open; 0 the peer ended; < 0 failed */
 	uint8_t state;              /* enum cs_http_state */
 	uint64_t started;           /* loop time the current request began; 0: idle */
+	size_t parsed_len;          /* bytes the last parse of the head saw */
+	bool line_done;             /* the request line has ended */
+	bool draining;              /* waiting for answers to drain before reading on */
 	uint32_t served;
 	struct cs_http_exchange *ex;
 };
@@ -92,6 +95,7 @@ struct cs_http_exchange {
 	size_t out_len, out_cap;
 	int64_t content_length;     /* -1: not set */
 	bool committed, chunked, has_type, finished, taken, dead;
+	bool aborted;               /* the page failed after the head went out */
 	lua_State *io;              /* the page's thread for calls on the loop */
 };
 

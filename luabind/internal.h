@@ -426,6 +426,8 @@ void cs__http_received(cs_sock *s, const char *data, ssize_t n);
 void cs__http_closing(cs_sock *s);
 /* The socket's timer fired (keep-alive or request deadline). */
 void cs__http_timer(cs_sock *s);
+/* Every queued byte went out (on_drain). */
+void cs__http_drained(cs_sock *s);
 /* The VM closes: free the connection state without touching Lua. */
 void cs__http_free(cs_sock *s);
 /* ba.socket.req2sock and sock2req into the table on top. */

@@ -377,8 +377,11 @@ static void on_connect(cs_conn *c, int err)
 static void on_drain(cs_conn *c)
 {
 	cs_sock *s = cs_conn_udata(c);
-	if (s)
-		wake_writers(s, cs_conn_error(c) ? "socketwritefailed" : NULL);
+	if (!s)
+		return;
+	wake_writers(s, cs_conn_error(c) ? "socketwritefailed" : NULL);
+	if (s->http && !cs_conn_error(c))
+		cs__http_drained(s);
 }
 
 static void on_readable(cs_conn *c)
@@ -773,9 +776,17 @@ static int m_accept(lua_State *L)
 }
 
 /* sock:event(fn [, mode] [, ...]) */
+/* Raise for a socket the HTTP server reads (handed back by sock2req). */
+static void check_not_http(lua_State *L, const cs_sock *s)
+{
+	if (s->http)
+		luaL_error(L, "Invalid op: the socket belongs to the HTTP server (sock2req)");
+}
+
 static int m_event(lua_State *L)
 {
 	cs_sock *s = check_sock(L, 1);
+	check_not_http(L, s);
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	char mode = 'r';
 	int first_extra = 3;
@@ -926,6 +937,7 @@ static int read_blocking(lua_State *L, cs_sock *s, lua_Integer ms)
 static int m_read(lua_State *L)
 {
 	cs_sock *s = check_sock(L, 1);
+	check_not_http(L, s);
 	if (s->kind == CS_SOCK_LISTEN)
 		return luaL_error(L, "Invalid op: read on listen socket");
 	if (s->kind == CS_SOCK_UDP)
@@ -1037,6 +1049,7 @@ static int queue_bytes(lua_State *L, cs_sock *s, const char *data, size_t len, i
 static int m_write(lua_State *L)
 {
 	cs_sock *s = check_sock(L, 1);
+	check_not_http(L, s);
 	if (s->kind == CS_SOCK_LISTEN)
 		return luaL_error(L, "Invalid op: write on listen socket");
 	uint8_t opcode = s->ws ? ws_opcode(L) : 0;
@@ -1156,7 +1169,7 @@ static int m_write_any(lua_State *L)
 	if (!cs__self)
 		return m_write(L);
 	cs_sock *s = check_sock(L, 1);
-	if (s->kind != CS_SOCK_TCP || !s->conn || cs_conn_error(s->conn) || s->tls || s->ws)
+	if (s->kind != CS_SOCK_TCP || !s->conn || cs_conn_error(s->conn) || s->tls || s->ws || s->http)
 		return cs__on_loop(L, m_write);
 	int top = lua_gettop(L);
 	size_t len;

