@@ -1424,9 +1424,11 @@ def pipelined_flood_without_reading_stays_bounded():
     grown = d.rss_kib() - base
     print(f"  sent {sent >> 10} KiB of pipelined requests; daemon RSS grew {grown} KiB", flush=True)
     # the log record is the proof that the server stopped taking requests
-    # and gave up on the reader; the RSS bound is loose enough for ASan
+    # and gave up on the reader; the RSS bound is loose enough for ASan,
+    # and ThreadSanitizer's shadow memory (CI sets TSAN_OPTIONS) defeats it
     d.wait_log(r"http: answer not read within 1000 ms; closing", timeout=10)
-    check(grown < 48 << 10, f"RSS grew by {grown} KiB for unread answers")
+    if "TSAN_OPTIONS" not in os.environ:
+        check(grown < 48 << 10, f"RSS grew by {grown} KiB for unread answers")
     check_eq(fetch(port, "/n?i=ok").body, b"n=ok", "the server still serves")
     finish(d)
 
