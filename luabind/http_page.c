@@ -80,18 +80,28 @@ static struct cs_http_exchange *obj_exchange(lua_State *L, int idx, const char *
 	return ex;
 }
 
-static void push_exchange(lua_State *L, int idx) { lua_getiuservalue(L, idx, 1); }
+static int on_loop_call(lua_State *L) { return cs__on_loop(L, lua_tocfunction(L, lua_upvalueindex(1))); }
+
+/* Run f on the loop thread with the exchange userdata on top of L as its
+ * only argument (popped). A call frame of its own keeps the page's stack
+ * out of cs__on_loop's arguments, and an error in f is raised here, on
+ * the page's running thread, like any socket call's. */
+static void call_on_loop(lua_State *L, lua_CFunction f)
+{
+	lua_pushcfunction(L, f);
+	lua_pushcclosure(L, on_loop_call, 1);
+	lua_insert(L, -2);
+	lua_call(L, 1, 0);
+}
 
 /* Flush the response object at idx. false: the connection is gone. */
 static bool flush_response(lua_State *L, int idx)
 {
 	struct cs_http_exchange *ex = obj_exchange(L, idx, RESPONSE_MT);
-	if (ex->dead || ex->taken || !ex->io)
+	if (ex->dead || ex->taken || ex->finished)
 		return false;
-	push_exchange(L, idx);
-	lua_xmove(L, ex->io, 1);
-	cs__on_loop(ex->io, send_on_loop);
-	lua_settop(ex->io, 0);
+	lua_getiuservalue(L, idx, 1);
+	call_on_loop(L, send_on_loop);
 	return !ex->dead;
 }
 
@@ -816,7 +826,6 @@ int cs__http_run(lua_State *L)
 	lua_settop(L, 0);
 	push_object(L, exidx, REQUEST_MT);  /* 1 */
 	push_object(L, exidx, RESPONSE_MT); /* 2 */
-	ex->io = lua_newthread(L);          /* 3: calls on the loop thread */
 	if (!split_target(ex)) {
 		cs__http_error_page(ex, 400, "Bad request target.");
 	} else {
@@ -825,7 +834,7 @@ int cs__http_run(lua_State *L)
 		lua_pushlightuserdata(L, ex);
 		lua_pushvalue(L, 1);
 		lua_pushvalue(L, 2);
-		if (lua_pcall(L, 3, 0, 4) != LUA_OK) {
+		if (lua_pcall(L, 3, 0, 3) != LUA_OK) {
 			cs__log(ex->srv->vm, CS_LOG_ERR, "http: %.*s %s: %s", (int)ex->req.method_len,
 				ex->req.method, ex->path, lua_tostring(L, -1));
 			if (!ex->committed) {
@@ -836,13 +845,10 @@ int cs__http_run(lua_State *L)
 			}
 		}
 	}
-	lua_settop(L, 3);
+	lua_settop(L, 2);
 	ex->finished = true;
 	lua_pushvalue(L, exidx);
-	lua_xmove(L, ex->io, 1);
-	cs__on_loop(ex->io, cs__http_finish);
-	lua_settop(ex->io, 0);
-	ex->io = NULL;
+	call_on_loop(L, cs__http_finish);
 	return 0;
 }
 

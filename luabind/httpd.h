@@ -96,7 +96,6 @@ struct cs_http_exchange {
 	int64_t content_length;     /* -1: not set */
 	bool committed, chunked, has_type, finished, taken, dead;
 	bool aborted;               /* the page failed after the head went out */
-	lua_State *io;              /* the page's thread for calls on the loop */
 };
 
 /* http_server.c */
