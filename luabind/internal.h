@@ -270,6 +270,10 @@ int cs__sock_send_owned(cs_sock *s, void *buf, size_t len);
  * (TLS, WebSocket); s is left closed, free to connect again. The active
  * socket count stays: the connection lives on. Not for HTTP connections. */
 cs_sock *cs__sock_move(lua_State *L, cs_sock *s);
+/* sock_query.c: state, owner, peername, sockname, queuelen, maxsize,
+ * setoption and shutdown into the methods table on top; __tostring. */
+void cs__sock_query_methods(lua_State *L);
+int cs__sock_tostring(lua_State *L);
 /* Push the socket object itself. */
 void cs__push_self(lua_State *L, cs_sock *s);
 /* A wait that the call starting it settled at once (s->wait is READY):
