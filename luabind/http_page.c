@@ -6,7 +6,7 @@
  * Everything here runs on a pool thread holding the VM lock, so blocking
  * calls are allowed (the seeds' LSP model). Bytes reach the connection
  * only through cs__on_loop(): the loop thread queues them, and a page
- * that has more than SEND_PARK_BYTES queued waits for the drain, so a
+ * that has more than CS_HTTP_BACKLOG_BYTES queued waits for the drain, so a
  * large response never piles up in memory.
  *
  * LSP pages are translated (ws/lsp.h) and compiled once per file and
@@ -30,7 +30,6 @@
 #define REQUEST_MT "cosockd.http.request"
 #define RESPONSE_MT "cosockd.http.response"
 #define OUT_FLUSH_BYTES (64u << 10) /* buffered page output sent at this size */
-#define SEND_PARK_BYTES (256u << 10)
 #define FILE_CHUNK (64u << 10)
 
 bool cs__http_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n)
@@ -61,8 +60,7 @@ static int send_on_loop(lua_State *L)
 	if (cs__http_send(ex, false) < 0)
 		return 0;
 	cs_sock *s = ex->conn->sock;
-	if (s->conn && cs_conn_queued(s->conn) + cs__tls_pending(s) > SEND_PARK_BYTES &&
-	    cs__caller(L, s->vm)) {
+	if (cs__http_backlogged(s) && cs__caller(L, s->vm)) {
 		/* wait for the drain, for send_timeout ms (cs__http_timer) */
 		cs_timer_start(s->vm->loop, &s->timer, ex->srv->send_ms);
 		return cs__park_writer(L, s);

@@ -30,7 +30,6 @@
 #define DEFAULT_MAX_BODY (1u << 20)
 #define DEFAULT_KEEPALIVE_MS 15000
 #define DEFAULT_HEADER_MS 10000
-#define SEND_PARK_BYTES (256u << 10) /* a page writing more waits for the drain */
 #define DEFAULT_SEND_MS 30000
 #define IDLE_BUFFER_MAX (16u << 10)
 
@@ -528,7 +527,7 @@ int cs__http_finish(lua_State *L)
 	h->parsed_len = 0;
 	h->line_done = false;
 	h->served++;
-	if (cs_conn_queued(s->conn) + cs__tls_pending(s) > SEND_PARK_BYTES) {
+	if (cs__http_backlogged(s)) {
 		/* the client does not read: take no pipelined request until
 		 * the answers drain (cs__http_drained), for send_timeout ms */
 		h->draining = true;

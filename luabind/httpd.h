@@ -98,6 +98,14 @@ struct cs_http_exchange {
 	bool aborted;               /* the page failed after the head went out */
 };
 
+/* Answers a client leaves unread beyond this hold back its page (which
+ * waits for the drain) and its pipelined requests (not read meanwhile). */
+#define CS_HTTP_BACKLOG_BYTES (256u << 10)
+static inline bool cs__http_backlogged(const cs_sock *s)
+{
+	return s->conn && cs_conn_queued(s->conn) + cs__tls_pending(s) > CS_HTTP_BACKLOG_BYTES;
+}
+
 /* http_server.c */
 /* Send (from the loop thread) what the exchange has: the head when not yet
  * committed and, with last, the end of the body. 0, or -EPIPE when the
