@@ -8,6 +8,8 @@
  * read before the owner asks, so an idle or unread socket keeps its data in
  * the kernel and costs no buffer here: received bytes go to one scratch
  * buffer per loop, which the owner copies before its next dispatcher call.
+ * A listener stopped by cs_conn_accept_stop() leaves the epoll set, so the
+ * connections that other processes will take do not wake this loop.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -90,6 +92,11 @@ static int try_accept(cs_conn *c)
 
 static int ep_accept(cs_loop *loop, cs_conn *c)
 {
+	if (c->flags & CS__ACCEPT_STOPPED) {
+		/* Nothing was taken ahead; a deferred answer is void now. */
+		c->flags &= ~CS__WANT_ACCEPT;
+		return -ESHUTDOWN;
+	}
 	if (c->flags & CS__READABLE) {
 		int fd = try_accept(c);
 		if (fd != -EAGAIN)
@@ -100,6 +107,16 @@ static int ep_accept(cs_loop *loop, cs_conn *c)
 }
 
 static void ep_accept_cancel(cs_loop *loop, cs_conn *c) {}
+
+/* Leave the epoll set, so that connections queued for the processes that
+ * share the socket neither wake this loop nor get accepted here. */
+static void ep_accept_stop(cs_loop *loop, cs_conn *c)
+{
+	epoll_ctl(state(loop)->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->flags &= ~CS__READABLE;
+	if (c->flags & CS__WANT_ACCEPT)
+		cs__accept_shutdown_later(loop, c);
+}
 
 static ssize_t try_recv(cs_loop *loop, cs_conn *c, const char **data)
 {
@@ -184,7 +201,13 @@ static int ep_connect(cs_loop *loop, cs_conn *c, const struct sockaddr *sa, sock
 
 static void ep_close(cs_loop *loop, cs_conn *c)
 {
-	close(c->fd); /* also leaves the epoll set: we never dup our fds */
+	/* close() leaves the epoll set only with the last reference to the
+	 * socket. We never dup our fds, but a listening socket may be shared
+	 * (a master, systemd, a new generation of workers): leave explicitly,
+	 * or its connections would keep waking this loop. */
+	if ((c->flags & (CS__LISTENER | CS__ACCEPT_STOPPED)) == CS__LISTENER)
+		epoll_ctl(state(loop)->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
 	cs__conn_free(loop, c);
 }
 
@@ -193,8 +216,8 @@ static void ep_close(cs_loop *loop, cs_conn *c)
 static void handle_event(cs_loop *loop, uint64_t tag, uint32_t ev)
 {
 	cs_conn *c = cs__conn_by_tag(loop, tag);
-	if (!c)
-		return;
+	if (!c || (c->flags & CS__ACCEPT_STOPPED))
+		return; /* a stopped listener's event of this batch, from before the stop */
 	if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->flags |= CS__READABLE;
 	if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -269,6 +292,7 @@ const struct cs__backend cs__backend_epoll = {
 	.add = ep_add,
 	.accept = ep_accept,
 	.accept_cancel = ep_accept_cancel,
+	.accept_stop = ep_accept_stop,
 	.recv = ep_recv,
 	.recv_cancel = ep_recv_cancel,
 	.flush = ep_flush,

@@ -1,7 +1,8 @@
 /*
- * backend_uring.c - the completion backend: io_uring with multishot accept,
- * multishot receive into one shared provided-buffer ring, one SENDMSG in
- * flight per conn, CONNECT, and a multishot poll on the loop's eventfd.
+ * backend_uring.c - the completion backend: io_uring with multishot
+ * receive into one shared provided-buffer ring, one SENDMSG in flight per
+ * conn, CONNECT, polled listeners, and a multishot poll on the loop's
+ * eventfd.
  *
  * Receive: the kernel picks a buffer from the shared ring only when bytes
  * arrive, so idle sockets hold none. A chunk the owner waits for is handed
@@ -20,6 +21,9 @@
  * multishot counts once, until its final CQE); cancel requests are not
  * counted and their CQEs are ignored. A closed conn keeps its fd open until
  * inflight drops to zero, since fd numbers are reused at once.
+ *
+ * Accept: see the head of the accept section; nothing is taken from the
+ * kernel before the owner asks.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -36,7 +40,6 @@
 #define UR_CQ_ENTRIES (4 * UR_SQ_ENTRIES)
 #define UR_BGID 0	   /* our one provided-buffer group */
 #define UR_MAX_BUFS 32768u /* buffer ids are 16 bits, ring entries <= 2^15 */
-#define UR_FDQ_MAX 256u	   /* accepted fds queued before we stop accepting */
 #define UR_EXT_POOL 64u	   /* spare send/connect contexts kept for reuse */
 
 /* Operation kind, in the top byte of user_data. */
@@ -452,117 +455,112 @@ static void on_recv(cs_loop *loop, struct ur_state *u, uint64_t tag, int res, ui
 
 /* ---- accept -------------------------------------------------------------- */
 
-static int arm_accept(cs_loop *loop, cs_conn *c)
+/*
+ * A listener is polled (one-shot POLLIN) and accepted with accept4(2), one
+ * connection per owner's request. Not io_uring's multishot accept: its wait
+ * on the socket is exclusive (the kernel wakes one accept request per
+ * connection), so with a socket that several processes share (a master's
+ * workers; the two generations of a reload) a wake-up that lands on a
+ * request being cancelled, or on a ring being torn down, leaves the
+ * connection queued with nobody woken for it. And it accepts ahead of the
+ * owner, holding connections that a process which stops accepting must
+ * then still serve. A poll wakes every waiter, the kernel's queue keeps
+ * what no owner asked for, and the price is one syscall per connection.
+ */
+
+static int arm_accept_poll(cs_loop *loop, cs_conn *c)
 {
+	if (c->flags & UR_POLLING)
+		return 0;
 	struct io_uring_sqe *sqe = ur_sqe(loop);
 	if (!sqe)
 		return -EBUSY;
-	io_uring_prep_multishot_accept(sqe, c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_prep_poll_add(sqe, c->fd, POLLIN);
 	io_uring_sqe_set_data64(sqe, udata(loop, c, UR_ACCEPT));
 	c->inflight++;
-	c->flags |= CS__RECV_ARMED;
+	c->flags |= UR_POLLING;
 	return 0;
 }
 
-static int fdq_push(cs_conn *c, int fd)
+/* One connection from the kernel's queue: its fd, -EAGAIN, or the
+ * listener's error. Failures of one connection attempt are skipped. */
+static int take_one(cs_conn *c)
 {
-	if (c->fdq_count == c->fdq_cap) {
-		uint32_t cap = c->fdq_cap ? 2 * c->fdq_cap : 8;
-		int *q = malloc(cap * sizeof(*q));
-		if (!q)
-			return -ENOMEM;
-		for (uint32_t k = 0; k < c->fdq_count; k++)
-			q[k] = c->fdq[(c->fdq_head + k) % c->fdq_cap];
-		free(c->fdq);
-		c->fdq = q;
-		c->fdq_cap = cap;
-		c->fdq_head = 0;
+	for (;;) {
+		int fd = accept4(c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+		if (errno != EINTR && errno != ECONNABORTED && errno != EPROTO)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	}
-	c->fdq[(c->fdq_head + c->fdq_count) % c->fdq_cap] = fd;
-	c->fdq_count++;
-	return 0;
-}
-
-static int fdq_pop(cs_conn *c)
-{
-	int fd = c->fdq[c->fdq_head];
-	c->fdq_head = (c->fdq_head + 1) % c->fdq_cap;
-	c->fdq_count--;
-	return fd;
 }
 
 static int ur_accept(cs_loop *loop, cs_conn *c)
 {
-	if (c->fdq_count)
-		return fdq_pop(c);
-	c->flags |= CS__WANT_ACCEPT;
-	if (!(c->flags & CS__RECV_ARMED)) {
-		int r = arm_accept(loop, c);
-		if (r < 0) {
-			c->flags &= ~CS__WANT_ACCEPT;
-			return r;
-		}
+	if (c->flags & CS__ACCEPT_STOPPED) {
+		c->flags &= ~CS__WANT_ACCEPT;
+		return -ESHUTDOWN;
 	}
+	int fd = take_one(c);
+	if (fd != -EAGAIN) {
+		c->flags &= ~CS__WANT_ACCEPT;
+		return fd;
+	}
+	int r = arm_accept_poll(loop, c);
+	if (r < 0) {
+		c->flags &= ~CS__WANT_ACCEPT;
+		return r;
+	}
+	c->flags |= CS__WANT_ACCEPT;
 	return -EAGAIN;
 }
 
-/* Connections keep queueing (up to UR_FDQ_MAX) for the next accept call. */
+/* The poll stays armed; its wake-up finds nobody waiting and takes
+ * nothing. */
 static void ur_accept_cancel(cs_loop *loop, cs_conn *c)
 {
 }
 
-/* Failures that concern one connection attempt, not the listener. */
-static bool accept_transient(int err)
+/* Nothing was taken ahead: end the poll, whose completion answers a
+ * waiting owner with -ESHUTDOWN. */
+static void ur_accept_stop(cs_loop *loop, cs_conn *c)
 {
-	return err == -ECANCELED || err == -EINTR || err == -EAGAIN || err == -ECONNABORTED || err == -EPROTO;
+	struct io_uring_sqe *sqe = (c->flags & UR_POLLING) ? ur_sqe(loop) : NULL;
+	if (sqe) {
+		io_uring_prep_cancel64(sqe, udata(loop, c, UR_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, udata(loop, c, UR_CANCEL));
+		c->flags |= UR_CANCELING;
+	} else if (c->flags & CS__WANT_ACCEPT) {
+		cs__accept_shutdown_later(loop, c); /* a poll left armed answers nobody */
+	}
 }
 
-static void on_accept(cs_loop *loop, uint64_t tag, int res, uint32_t cflags)
+static void on_accept_poll(cs_loop *loop, uint64_t tag, int res)
 {
-	bool more = cflags & IORING_CQE_F_MORE;
 	cs_conn *c = cs__conn_by_tag(loop, tag);
-	if (!c) {
-		if (res >= 0)
-			close(res);
+	if (!c)
+		return;
+	c->inflight--;
+	c->flags &= ~(UR_POLLING | UR_CANCELING);
+	if (c->flags & UR_CLOSED) {
+		maybe_finish_close(loop, c);
 		return;
 	}
-	if (!more) {
-		c->inflight--;
-		c->flags &= ~(CS__RECV_ARMED | UR_CANCELING);
-	}
-	if (c->flags & CS__CLOSING) {
-		if (res >= 0)
-			close(res);
-		if (more)
-			cancel_multishot(loop, c, UR_ACCEPT);
-		else
-			maybe_finish_close(loop, c);
+	if (!(c->flags & CS__WANT_ACCEPT))
+		return; /* the next accept call polls again */
+	if (c->flags & CS__ACCEPT_STOPPED) {
+		cs__notify_accept(loop, c, -ESHUTDOWN);
 		return;
 	}
-
-	if (res >= 0) {
-		if ((c->flags & CS__WANT_ACCEPT) && !c->fdq_count) {
-			cs__notify_accept(loop, c, res);
-		} else {
-			if (fdq_push(c, res) < 0)
-				close(res);
-			if (c->fdq_count > UR_FDQ_MAX && more)
-				cancel_multishot(loop, c, UR_ACCEPT);
-		}
-	} else if (!accept_transient(res)) {
-		/* -EMFILE and friends: tell a waiting owner; the multishot
-		 * has ended and the next accept call arms a new one. */
-		if ((c->flags & CS__WANT_ACCEPT) && !c->fdq_count)
-			cs__notify_accept(loop, c, res);
-	}
-
-	if (cs__conn_by_tag(loop, tag) != c || (c->flags & (CS__CLOSING | CS__RECV_ARMED)))
-		return;
-	if ((c->flags & CS__WANT_ACCEPT) && !c->fdq_count) {
-		int r = arm_accept(loop, c);
+	(void)res; /* readable, or an error accept4 reports */
+	int fd = take_one(c);
+	if (fd == -EAGAIN) { /* another waiter took it */
+		int r = arm_accept_poll(loop, c);
 		if (r < 0)
 			cs__notify_accept(loop, c, r);
+		return;
 	}
+	cs__notify_accept(loop, c, fd);
 }
 
 /* ---- send ---------------------------------------------------------------- */
@@ -744,7 +742,7 @@ static void handle_cqe(cs_loop *loop, struct ur_state *u, uint64_t data, int res
 		buf_recycle(u, (uint32_t)bid);
 	switch (op) {
 	case UR_ACCEPT:
-		on_accept(loop, tag, res, cflags);
+		on_accept_poll(loop, tag, res);
 		break;
 	case UR_SEND:
 		on_send(loop, tag, res);
@@ -979,6 +977,7 @@ const struct cs__backend cs__backend_uring = {
     .add = ur_add,
     .accept = ur_accept,
     .accept_cancel = ur_accept_cancel,
+    .accept_stop = ur_accept_stop,
     .recv = ur_recv,
     .recv_cancel = ur_recv_cancel,
     .flush = ur_flush,

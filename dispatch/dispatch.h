@@ -168,6 +168,17 @@ cs_loop *cs_conn_loop(const cs_conn *c);
 int cs_conn_accept(cs_conn *listener);
 void cs_conn_accept_cancel(cs_conn *listener);
 
+/* Stop taking connections from the kernel for this listening conn: later
+ * cs_conn_accept() calls return -ESHUTDOWN, and a pending -EAGAIN gets
+ * ops->accept() with -ESHUTDOWN (or with a connection taken as the stop
+ * raced it) from a later cs_loop_poll() (from inside this call only when no
+ * memory is left to defer it). No backend takes connections before the
+ * owner asks, so the socket's queue stays whole for other processes that
+ * hold it. cs_conn_close() of a stopped listener closes only this
+ * process's fd, never shutdown(2). Idempotent; a no-op on conns that are
+ * not listening or are closing. */
+void cs_conn_accept_stop(cs_conn *listener);
+
 /* Take the next received chunk.
  * > 0: that many bytes at *data, valid until the next cs_conn_recv() on
  *      any conn or the next cs_loop_poll(), whichever comes first;

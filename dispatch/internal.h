@@ -37,6 +37,7 @@ enum {
 	CS__SHUT_WR = 1u << 12,    /* send FIN when the write queue empties */
 	CS__HUP = 1u << 13,        /* epoll: the peer's end (or an error) was reported */
 	CS__WANT_POLL = 1u << 14,  /* owner waits for ops->readable */
+	CS__ACCEPT_STOPPED = 1u << 15, /* listener: takes nothing more from the kernel */
 };
 
 /* One queued write: a window of caller memory plus the caller's cookie. */
@@ -63,13 +64,13 @@ struct cs_conn {
 	int err;        /* sticky -errno from send or the stream's end status */
 	void *udata;
 	struct cs__wqueue wq;
-	cs_timer linger; /* bounds a graceful close */
+	/* Bounds a graceful close; on a listener (which never lingers) it
+	 * carries the deferred -ESHUTDOWN answer of a stopped accept. */
+	cs_timer timer;
 
 	/* io_uring backend */
 	uint16_t inflight; /* SQEs submitted and not yet completed */
 	int32_t stash_head, stash_tail; /* received buffers nobody asked for */
-	int *fdq;                       /* listener: accepted fds nobody asked for */
-	uint32_t fdq_head, fdq_count, fdq_cap;
 
 	uint32_t next_free; /* free list link, valid while CS__FREED */
 };
@@ -84,6 +85,10 @@ struct cs__backend {
 	/* Public contract of cs_conn_accept / _cancel. */
 	int (*accept)(cs_loop *loop, cs_conn *c);
 	void (*accept_cancel)(cs_loop *loop, cs_conn *c);
+	/* CS__ACCEPT_STOPPED was just set: take no more connections from the
+	 * kernel, and see that a pending accept (CS__WANT_ACCEPT) is answered
+	 * later (cs__accept_shutdown_later() when nothing else will). */
+	void (*accept_stop)(cs_loop *loop, cs_conn *c);
 	/* Public contract of cs_conn_recv / _cancel. */
 	ssize_t (*recv)(cs_loop *loop, cs_conn *c, const char **data);
 	void (*recv_cancel)(cs_loop *loop, cs_conn *c);
@@ -166,6 +171,11 @@ void cs__notify_recv(cs_loop *loop, cs_conn *c, const char *data, ssize_t n);
 void cs__notify_accept(cs_loop *loop, cs_conn *c, int fd);
 void cs__notify_connect(cs_loop *loop, cs_conn *c, int err);
 void cs__notify_readable(cs_loop *loop, cs_conn *c);
+
+/* Answer the listener's pending accept with -ESHUTDOWN from the next
+ * cs_loop_poll() (unless the owner cancels, accepts again or closes first).
+ * For a stopped listener that takes nothing more from the kernel. */
+void cs__accept_shutdown_later(cs_loop *loop, cs_conn *c);
 
 /* The write queue emptied: send a FIN that cs_conn_shutdown_write() asked for. */
 void cs__shutdown_if_asked(cs_conn *c);

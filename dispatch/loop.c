@@ -95,8 +95,8 @@ void cs_loop_destroy(cs_loop *loop)
 			continue;
 		c->flags |= CS__CLOSING;
 		c->udata = NULL;
-		if (cs_timer_armed(&c->linger))
-			cs_timer_stop(loop, &c->linger);
+		if (cs_timer_armed(&c->timer))
+			cs_timer_stop(loop, &c->timer);
 		loop->be->close(loop, c);
 	}
 	/* Let the backend collect the cancellations it just asked for. */
@@ -352,16 +352,11 @@ int cs_conn_open(cs_loop *loop, int fd, void *udata, cs_conn **out)
 
 void cs__conn_free(cs_loop *loop, cs_conn *c)
 {
-	if (cs_timer_armed(&c->linger))
-		cs_timer_stop(loop, &c->linger);
+	if (cs_timer_armed(&c->timer))
+		cs_timer_stop(loop, &c->timer);
 	cs__wq_clear(loop, &c->wq);
 	free(c->wq.ring);
 	c->wq.ring = NULL;
-	for (uint32_t k = 0; k < c->fdq_count; k++)
-		close(c->fdq[(c->fdq_head + k) % c->fdq_cap]);
-	free(c->fdq);
-	c->fdq = NULL;
-	c->fdq_count = 0;
 	c->udata = NULL;
 	c->gen++;
 	c->flags = CS__FREED;
@@ -459,6 +454,30 @@ void cs_conn_accept_cancel(cs_conn *c)
 	}
 }
 
+void cs_conn_accept_stop(cs_conn *c)
+{
+	cs_loop *loop = loop_of(c);
+	if (!(c->flags & CS__LISTENER) || (c->flags & (CS__CLOSING | CS__ACCEPT_STOPPED)))
+		return;
+	c->flags |= CS__ACCEPT_STOPPED;
+	loop->be->accept_stop(loop, c);
+}
+
+static void accept_shutdown_fire(cs_timer *t)
+{
+	cs_conn *c = (cs_conn *)((char *)t - offsetof(cs_conn, timer));
+	cs__notify_accept(loop_of(c), c, -ESHUTDOWN);
+}
+
+void cs__accept_shutdown_later(cs_loop *loop, cs_conn *c)
+{
+	cs_timer_init(&c->timer, accept_shutdown_fire);
+	/* Due at once: cs_loop_poll() then neither sleeps nor skips it.
+	 * Only a failure to grow the heap answers now, rather than never. */
+	if (cs_timer_start(loop, &c->timer, 0) < 0)
+		cs__notify_accept(loop, c, -ESHUTDOWN);
+}
+
 ssize_t cs_conn_recv(cs_conn *c, const char **data)
 {
 	cs_loop *loop = loop_of(c);
@@ -545,7 +564,7 @@ int cs_conn_shutdown_write(cs_conn *c)
 
 static void linger_expired(cs_timer *t)
 {
-	cs_conn *c = (cs_conn *)((char *)t - offsetof(cs_conn, linger));
+	cs_conn *c = (cs_conn *)((char *)t - offsetof(cs_conn, timer));
 	cs_loop *loop = loop_of(c);
 	c->flags &= ~CS__LINGER;
 	loop->be->close(loop, c);
@@ -559,10 +578,12 @@ void cs_conn_close(cs_conn *c, bool graceful)
 	c->flags |= CS__CLOSING;
 	c->flags &= ~(CS__WANT_RECV | CS__WANT_ACCEPT);
 	c->udata = NULL;
+	if ((c->flags & CS__LISTENER) && cs_timer_armed(&c->timer))
+		cs_timer_stop(loop, &c->timer); /* a deferred accept answer */
 	if (graceful && c->wq.bytes && c->err == 0 && !(c->flags & CS__LISTENER)) {
 		c->flags |= CS__LINGER;
-		cs_timer_init(&c->linger, linger_expired);
-		cs_timer_start(loop, &c->linger, loop->cfg.linger_ms);
+		cs_timer_init(&c->timer, linger_expired);
+		cs_timer_start(loop, &c->timer, loop->cfg.linger_ms);
 		return;
 	}
 	loop->be->close(loop, c);
@@ -571,6 +592,6 @@ void cs_conn_close(cs_conn *c, bool graceful)
 void cs__linger_done(cs_loop *loop, cs_conn *c)
 {
 	c->flags &= ~CS__LINGER;
-	cs_timer_stop(loop, &c->linger);
+	cs_timer_stop(loop, &c->timer);
 	loop->be->close(loop, c);
 }

@@ -1,9 +1,10 @@
 /*
  * test_backend.c - the dispatch.h contract, through the public API only,
- * against the backend named by CS_TEST_BACKEND: accept, recv, send and the
+ * against the backend named by CS_TEST_BACKEND: accept (and its stop), recv, send and the
  * write queue, connect, close, and stale completions after slot reuse.
  * The peer side of every connection is a plain socket the test drives.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -398,6 +399,348 @@ Test(backend, accept_on_a_connected_socket_is_einval)
 	struct crec r;
 	cs_conn *c = open_conn(ours, &r);
 	cr_expect_eq(cs_conn_accept(c), -EINVAL);
+	close(peer);
+}
+
+/* ---- accept stop -------------------------------------------------------- */
+
+/* Open fds of this process (the directory stream's own fd included, the
+ * same in every call). */
+static int fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	cr_assert_not_null(d);
+	int n = 0;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* Another fd for the listener's socket: what a process that shares it
+ * (the master, a new worker) accepts through. Non-blocking, as the loop
+ * made the open file. */
+static int share_listener(cs_conn *l)
+{
+	int d = fcntl(cs_conn_fd(l), F_DUPFD_CLOEXEC, 0);
+	cr_assert_geq(d, 0);
+	return d;
+}
+
+/* cs_conn_accept()'s next answer, waiting for the one callback that a
+ * -EAGAIN promises. */
+static int accept_next(cs_conn *l, struct crec *lr)
+{
+	int fd = cs_conn_accept(l);
+	if (fd != -EAGAIN)
+		return fd;
+	int before = lr->accept_calls;
+	cr_assert(T_POLL_UNTIL(loop, lr->accept_calls > before, T_DEADLINE_MS),
+		  "no accept callback after -EAGAIN");
+	cr_assert_eq(lr->accept_calls, before + 1, "one -EAGAIN, one callback");
+	return lr->accepted_fd;
+}
+
+/* Write mark to fd and close it: the client learns who accepted it. */
+static void mark_and_close(int fd, char mark)
+{
+	cr_assert_eq(send(fd, &mark, 1, MSG_NOSIGNAL), 1);
+	close(fd);
+}
+
+/* Accept through the shared fd until the kernel's queue is empty, marking
+ * each connection 'D'; returns how many there were. */
+static int accept_rest(int shared, int max)
+{
+	int n = 0, fd;
+	while ((fd = accept4(shared, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		cr_assert_lt(n, max, "more connections queued than were made");
+		mark_and_close(fd, 'D');
+		n++;
+	}
+	cr_assert(errno == EAGAIN || errno == EWOULDBLOCK, "accept4 on the shared fd: %s", strerror(errno));
+	return n;
+}
+
+/* What the client's side saw first: the mark byte, 0 for EOF or -errno. */
+static int client_outcome(int client)
+{
+	struct pollfd p = {.fd = client, .events = POLLIN};
+	cr_assert_eq(poll(&p, 1, T_DEADLINE_MS), 1, "the client heard nothing");
+	char c;
+	ssize_t n = recv(client, &c, 1, MSG_DONTWAIT);
+	if (n < 0)
+		return -errno;
+	return n == 0 ? 0 : (unsigned char)c;
+}
+
+Test(backend, accept_stop_leaves_every_unasked_connection_to_the_socket)
+{
+	/* Neither backend takes connections before the owner asks (the
+	 * io_uring one polls its listeners): BEFORE connect while the owner
+	 * asks for none, AFTER right after the stop; all of them must stay in
+	 * the kernel's queue for the other holder of the socket. */
+	enum { BEFORE = 300, AFTER = 32, N = BEFORE + AFTER };
+	struct sockaddr_in addr;
+	struct crec lr;
+	cs_conn *l = open_conn(tcp_bound(&addr, N + 16), &lr);
+	int shared = share_listener(l);
+	cr_assert_eq(cs_conn_accept(l), -EAGAIN); /* io_uring: arms the poll */
+	cs_conn_accept_cancel(l);		  /* ... and the owner takes none */
+	static int clients[N];
+	for (int i = 0; i < BEFORE; i++)
+		clients[i] = tcp_connect(&addr);
+	t_poll_for(loop, 50); /* a backend that took connections ahead would now */
+	cr_expect_eq(lr.accept_calls, 0);
+
+	cs_conn_accept_stop(l);
+	cs_conn_accept_stop(l); /* idempotent */
+	for (int i = BEFORE; i < N; i++)
+		clients[i] = tcp_connect(&addr);
+
+	int taken = 0, fd;
+	while ((fd = accept_next(l, &lr)) >= 0) {
+		cr_assert_lt(taken, N, "the stopped listener hands out more than was made");
+		mark_and_close(fd, 'L');
+		taken++;
+	}
+	cr_assert_eq(fd, -ESHUTDOWN, "after what was taken: %s", strerror(-fd));
+	cr_expect_eq(cs_conn_accept(l), -ESHUTDOWN, "-ESHUTDOWN is for good");
+	t_poll_for(loop, 20);
+	cr_expect_eq(cs_conn_accept(l), -ESHUTDOWN, "a late completion brought more");
+
+	int rest = accept_rest(shared, N);
+	cr_expect_eq(taken + rest, N, "%d through the loop + %d through the shared fd, %d made", taken, rest,
+		     N);
+	cr_expect_eq(taken, 0, "%d connections were taken though nobody asked for them", taken);
+
+	int seen_l = 0, seen_d = 0;
+	for (int i = 0; i < N; i++) {
+		int o = client_outcome(clients[i]);
+		cr_assert(o == 'L' || o == 'D', "client %d: %s", i,
+			  o <= 0 ? (o ? strerror(-o) : "end of stream") : "wrong byte");
+		seen_l += o == 'L';
+		seen_d += o == 'D';
+		close(clients[i]);
+	}
+	cr_expect_eq(seen_l, taken);
+	cr_expect_eq(seen_d, rest);
+	close(shared);
+}
+
+/* Stop while the owner waits; submitted: the io_uring poll reached the
+ * kernel before the stop (otherwise it is still in the submission queue). */
+static void stop_pending_accept(bool submitted)
+{
+	int fds0 = fd_count();
+	struct sockaddr_in addr;
+	struct crec lr;
+	cs_conn *l = open_conn(tcp_bound(&addr, 16), &lr);
+	cr_assert_eq(cs_conn_accept(l), -EAGAIN);
+	if (submitted)
+		t_poll(loop, 0);
+	cs_conn_accept_stop(l);
+	cr_expect_eq(lr.accept_calls, 0, "answered from inside cs_conn_accept_stop()");
+	cr_assert(T_POLL_UNTIL(loop, lr.accept_calls == 1, T_DEADLINE_MS),
+		  "the pending accept got no answer");
+	cr_expect_eq(lr.accepted_fd, -ESHUTDOWN, "answer %d", lr.accepted_fd);
+	t_poll_for(loop, 20);
+	cr_expect_eq(lr.accept_calls, 1, "answered more than once");
+	cr_expect_eq(cs_conn_accept(l), -ESHUTDOWN);
+	close_conn(l, &lr, true);
+	cr_assert(T_POLL_UNTIL(loop, conns_in_use() == 0, T_DEADLINE_MS));
+	cr_expect_eq(fd_count(), fds0, "fds leaked");
+}
+
+Test(backend, accept_stop_answers_a_pending_accept_with_eshutdown)
+{
+	stop_pending_accept(true);
+}
+
+Test(backend, accept_stop_before_the_accept_reached_the_kernel_answers_it_too)
+{
+	stop_pending_accept(false);
+}
+
+Test(backend, accept_stop_with_a_pending_accept_and_an_arriving_connection_loses_nothing)
+{
+	struct sockaddr_in addr;
+	struct crec lr;
+	cs_conn *l = open_conn(tcp_bound(&addr, 16), &lr);
+	int shared = share_listener(l);
+	cr_assert_eq(cs_conn_accept(l), -EAGAIN);
+	t_poll(loop, 0);
+	int client = tcp_connect(&addr); /* races the stop on io_uring */
+	cs_conn_accept_stop(l);
+	cr_assert(T_POLL_UNTIL(loop, lr.accept_calls == 1, T_DEADLINE_MS));
+	int fd = lr.accepted_fd, taken = 0;
+	if (t_backend() == CS_BACKEND_EPOLL)
+		cr_expect_eq(fd, -ESHUTDOWN, "epoll accepted after the stop");
+	while (fd >= 0) { /* io_uring may have taken it before the cancel */
+		mark_and_close(fd, 'L');
+		taken++;
+		fd = accept_next(l, &lr);
+	}
+	cr_assert_eq(fd, -ESHUTDOWN);
+	int rest = accept_rest(shared, 1);
+	cr_expect_eq(taken + rest, 1);
+	int o = client_outcome(client);
+	cr_expect(o == (taken ? 'L' : 'D'), "the client saw %d", o);
+	close(client);
+	close(shared);
+}
+
+Test(backend, connections_after_accept_stop_stay_in_the_kernel_queue)
+{
+	enum { M = 8 };
+	struct sockaddr_in addr;
+	struct crec lr;
+	cs_conn *l = open_conn(tcp_bound(&addr, 16), &lr);
+	int shared = share_listener(l);
+	cr_assert_eq(cs_conn_accept(l), -EAGAIN);
+	t_poll(loop, 0);
+	cs_conn_accept_stop(l);
+	cr_assert(T_POLL_UNTIL(loop, lr.accept_calls == 1, T_DEADLINE_MS));
+	cr_assert_eq(lr.accepted_fd, -ESHUTDOWN);
+	t_poll_for(loop, 20); /* the cancel's own completion */
+
+	int clients[M];
+	for (int i = 0; i < M; i++)
+		clients[i] = tcp_connect(&addr);
+	for (int i = 0; i < 5; i++)
+		cr_expect_eq(t_poll(loop, 10), 0, "poll %d: the stopped listener still wakes the loop", i);
+	cr_expect_eq(cs_conn_accept(l), -ESHUTDOWN);
+	cr_expect_eq(lr.accept_calls, 1);
+	struct cs_loop_stats st;
+	cs_loop_stats(loop, &st);
+	cr_expect_eq(st.accepted, 0);
+
+	cr_expect_eq(accept_rest(shared, M), M, "connections made after the stop left the kernel queue");
+	for (int i = 0; i < M; i++) {
+		cr_expect_eq(client_outcome(clients[i]), 'D', "client %d", i);
+		close(clients[i]);
+	}
+	close(shared);
+}
+
+/* The stopped listener's queue holds connections (io_uring) when it is
+ * closed: they are closed once, the fd numbers they free stay free of
+ * late closes, and the socket still listens through the shared fd. */
+Test(backend, close_after_accept_stop_keeps_the_socket_and_its_queue)
+{
+	enum { K = 8, SENTINELS = K + 4 };
+	int fds0 = fd_count();
+	struct sockaddr_in addr;
+	struct crec lr;
+	cs_conn *l = open_conn(tcp_bound(&addr, 32), &lr);
+	int shared = share_listener(l);
+	cr_assert_eq(cs_conn_accept(l), -EAGAIN);
+	cs_conn_accept_cancel(l);
+	int clients[K];
+	for (int i = 0; i < K; i++)
+		clients[i] = tcp_connect(&addr);
+	t_poll_for(loop, 50);
+	cs_conn_accept_stop(l);
+	close_conn(l, &lr, false); /* io_uring: the cancel is still in flight */
+
+	/* Sentinels take the lowest free fd numbers: those the close freed at
+	 * once, then those freed when the slot was (a second close of any of
+	 * them would hit a sentinel). */
+	int sentinel[2 * SENTINELS];
+	for (int i = 0; i < SENTINELS; i++)
+		cr_assert_geq(sentinel[i] = open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+	cr_assert(T_POLL_UNTIL(loop, conns_in_use() == 0, T_DEADLINE_MS));
+	for (int i = SENTINELS; i < 2 * SENTINELS; i++)
+		cr_assert_geq(sentinel[i] = open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+	t_poll_for(loop, 50);
+	for (int i = 0; i < 2 * SENTINELS; i++) {
+		cr_expect_geq(fcntl(sentinel[i], F_GETFD), 0, "fd %d was closed by the loop", sentinel[i]);
+		close(sentinel[i]);
+	}
+
+	/* Nothing was taken, so nothing was closed with the listener: every
+	 * client is still queued for the shared fd. */
+	int rest = accept_rest(shared, K), closed = 0, marked = 0;
+	for (int i = 0; i < K; i++) {
+		int o = client_outcome(clients[i]);
+		cr_expect(o == 'D' || o == 0 || o == -ECONNRESET, "client %d saw %d", i, o);
+		marked += o == 'D';
+		closed += o == 0 || o == -ECONNRESET;
+		close(clients[i]);
+	}
+	cr_expect_eq(marked, rest);
+	cr_expect_eq(closed + marked, K);
+	cr_expect_eq(closed, 0, "%d connections nobody asked for were taken and closed", closed);
+
+	int listening = 0;
+	socklen_t sl = sizeof(listening);
+	cr_assert_eq(getsockopt(shared, SOL_SOCKET, SO_ACCEPTCONN, &listening, &sl), 0);
+	cr_expect(listening, "the close shut the socket down");
+	int late = tcp_connect(&addr);
+	cr_expect_eq(accept_rest(shared, 1), 1, "the socket no longer accepts after the close");
+	cr_expect_eq(client_outcome(late), 'D');
+	close(late);
+	close(shared);
+	cr_expect_eq(fd_count(), fds0, "fds leaked");
+}
+
+Test(backend, loop_destroy_after_accept_stop_leaks_nothing)
+{
+	enum { K = 8 };
+	cs_loop_destroy(loop); /* count fds without the loop's own */
+	loop = NULL;
+	int fds0 = fd_count();
+	loop = t_loop_create(NULL, &ops, NULL);
+	struct sockaddr_in addr;
+	struct crec lr;
+	cs_conn *l = open_conn(tcp_bound(&addr, 32), &lr);
+	cr_assert_eq(cs_conn_accept(l), -EAGAIN);
+	cs_conn_accept_cancel(l);
+	int clients[K];
+	for (int i = 0; i < K; i++)
+		clients[i] = tcp_connect(&addr);
+	t_poll_for(loop, 50);
+	cs_conn_accept_stop(l);
+	cs_loop_destroy(loop); /* with the queue full and, on io_uring, the cancel in flight */
+	loop = NULL;
+	for (int i = 0; i < K; i++)
+		close(clients[i]);
+	cr_expect_eq(fd_count(), fds0, "fds leaked");
+}
+
+/* Closing a listener whose socket another fd keeps open (a master, a new
+ * worker) must not leave it registered: its connections are not ours. */
+Test(backend, a_closed_listener_whose_socket_is_shared_no_longer_wakes_the_loop)
+{
+	struct sockaddr_in addr;
+	struct crec lr;
+	cs_conn *l = open_conn(tcp_bound(&addr, 16), &lr);
+	int shared = share_listener(l);
+	cr_assert_eq(cs_conn_accept(l), -EAGAIN);
+	t_poll(loop, 0);
+	close_conn(l, &lr, false);
+	cr_assert(T_POLL_UNTIL(loop, conns_in_use() == 0, T_DEADLINE_MS));
+	t_poll_for(loop, 20);
+	int client = tcp_connect(&addr);
+	for (int i = 0; i < 5; i++)
+		cr_expect_eq(t_poll(loop, 10), 0, "poll %d: the closed listener still wakes the loop", i);
+	cr_expect_eq(accept_rest(shared, 1), 1);
+	cr_expect_eq(client_outcome(client), 'D');
+	close(client);
+	close(shared);
+}
+
+Test(backend, accept_stop_on_a_connected_socket_changes_nothing)
+{
+	int ours, peer;
+	tcp_pair(&ours, &peer);
+	struct crec r;
+	cs_conn *c = open_conn(ours, &r);
+	cs_conn_accept_stop(c);
+	write_all(peer, "still");
+	char buf[CS_RECV_CHUNK];
+	cr_assert_eq(recv_next(c, buf), 5);
+	cr_expect_eq(memcmp(buf, "still", 5), 0);
 	close(peer);
 }
 
