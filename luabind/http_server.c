@@ -282,7 +282,7 @@ static void dispatch(struct cs_http_conn *h, size_t body_off, size_t body_len, s
 		refuse(h, 400);
 		return;
 	}
-	ex->keep_alive = ex->req.framing.keep_alive && !vm->shutting_down;
+	ex->keep_alive = ex->req.framing.keep_alive && !vm->shutting_down && !vm->draining;
 	ex->head_only = ex->req.method_len == 4 && !memcmp(ex->req.method, "HEAD", 4);
 	ex->conn = h;
 	h->ex = ex;
@@ -440,8 +440,14 @@ void cs__http_timer(cs_sock *s)
 	refuse(h, 408);
 }
 
-static void conn_free(struct cs_http_conn *h)
+static void conn_free(cs_vm *vm, struct cs_http_conn *h)
 {
+	if (h->prev)
+		h->prev->next = h->next;
+	else if (vm->http_conns == h)
+		vm->http_conns = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
 	if (h->ex) {
 		h->ex->conn = NULL;
 		h->ex = NULL;
@@ -458,15 +464,25 @@ void cs__http_closing(cs_sock *s)
 	if (s->conn)
 		cs_conn_recv_cancel(s->conn);
 	int ref = h->sock_ref;
-	conn_free(h);
+	conn_free(s->vm, h);
 	if (!s->vm->closing)
 		luaL_unref(s->vm->L, LUA_REGISTRYINDEX, ref);
+}
+
+void cs__http_drain_all(cs_vm *vm)
+{
+	struct cs_http_conn *next;
+	for (struct cs_http_conn *h = vm->http_conns; h; h = next) {
+		next = h->next;
+		if (h->state == CS_HTTP_HEAD && h->len == 0 && !h->ex)
+			cs__sock_close(h->sock, "sysshutdown", true); /* idle keep-alive */
+	}
 }
 
 void cs__http_free(cs_sock *s)
 {
 	if (s->http) {
-		conn_free(s->http);
+		conn_free(s->vm, s->http);
 		s->http = NULL;
 	}
 }
@@ -486,6 +502,10 @@ static int attach(lua_State *L, int idx, struct cs_http_server *srv, const char 
 	h->srv = srv;
 	h->sock = s;
 	h->eof = 1;
+	h->next = s->vm->http_conns;
+	if (h->next)
+		h->next->prev = h;
+	s->vm->http_conns = h;
 	lua_pushvalue(L, idx);
 	h->sock_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	s->http = h;
@@ -616,7 +636,7 @@ static int l_req2sock(lua_State *L)
 	cs_timer_stop(s->vm->loop, &s->timer);
 	int ref = h->sock_ref;
 	s->http = NULL;
-	conn_free(h);
+	conn_free(s->vm, h);
 	luaL_unref(L, LUA_REGISTRYINDEX, ref);
 	if (ws)
 		return 1;
@@ -779,8 +799,8 @@ static unsigned opt_list(lua_State *L, int t, const char *key, const char *const
 
 /* Runs the listener: bind, log, accept loop (a cosocket). */
 static const char listener_chunk[] =
-	"local port, intf, ipv6, shark, attach = ...\n"
-	"local ls, err, why = ba.socket.bind(port, {intf = intf, ipv6 = ipv6, shark = shark})\n"
+	"local port, intf, ipv6, shark, fdname, attach = ...\n"
+	"local ls, err, why = ba.socket.bind(port, {intf = intf, ipv6 = ipv6, shark = shark, fdname = fdname})\n"
 	"if not ls then return nil, err, why end\n"
 	"ls:event(function(ls)\n"
 	"  while true do\n"
@@ -853,9 +873,10 @@ static int l_http(lua_State *L)
 	lua_getfield(L, 1, "intf");
 	lua_getfield(L, 1, "ipv6");
 	lua_getfield(L, 1, "shark");
+	lua_getfield(L, 1, "fdname");
 	lua_pushvalue(L, 2);
 	lua_pushcclosure(L, l_attach, 1);
-	lua_call(L, 5, 3);
+	lua_call(L, 6, 3);
 	if (lua_isnil(L, -3))
 		return 3; /* nil, "bind", why */
 	lua_pop(L, 2);

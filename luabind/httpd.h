@@ -72,6 +72,7 @@ struct cs_http_conn {
 	bool draining;              /* waiting for answers to drain before reading on */
 	uint32_t served;
 	struct cs_http_exchange *ex;
+	struct cs_http_conn *next, *prev; /* vm->http_conns */
 };
 
 struct cs_http_exchange {

@@ -73,6 +73,7 @@ struct cs_sock {
 	char mode;          /* 0 = not a cosocket, 'r' or 's' */
 	uint8_t wait;       /* enum cs_wait */
 	bool had_conn;      /* was connected once (so "closed", not "socket-less") */
+	bool shared_listener; /* other processes hold it: close, never shut down */
 	bool dead_read;     /* a read already reported the socket dead */
 	bool rx_paused;     /* disable()d from outside: receive events stopped */
 	bool ipv6;
@@ -140,6 +141,7 @@ struct cs_vm {
 	unsigned timers;             /* armed ba.timer objects */
 	unsigned resolving;          /* resolutions in flight */
 	unsigned total_socks, active_socks;
+	unsigned socks_by_kind[4];  /* active sockets of each enum cs_kind */
 	uint32_t next_id;
 	bool shutting_down, closing;
 	bool exit_requested;
@@ -155,6 +157,9 @@ struct cs_vm {
 	void *rng;                   /* wolfSSL DRBG (codec.c), made on first use */
 	char *dgram_buf;             /* one datagram being read (udp.c) */
 	bool reuseport;              /* listeners share their port (workers) */
+	bool draining;               /* cs_vm_drain(): no new connections */
+	struct cs_http_conn *http_conns; /* every HTTP server connection */
+	struct cs_listen_source listen; /* .open NULL: bind here */
 	char *state_dir;             /* the "vm" IO's root (io.c) */
 	char *tls_buf;               /* one decrypted record being read */
 };
@@ -245,9 +250,20 @@ int cs__open_socket(lua_State *L);
 bool cs__sock_close(cs_sock *sock, const char *err, bool graceful);
 /* The coroutine is over: drop its references, close the socket. */
 void cs__sock_finished(cs_sock *sock);
+/* cs_vm_drain()'s part for listeners: they stop accepting. */
+void cs__sock_drain_all(cs_vm *vm);
+/* cs_vm_drain()'s part for HTTP servers: idle keep-alive connections close
+ * (the others close after their answer: keep-alive is off while draining). */
+void cs__http_drain_all(cs_vm *vm);
 void cs__sock_shutdown_all(cs_vm *vm);
 /* Push a new socket object, taking over conn (may be NULL). */
 cs_sock *cs__push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn);
+/* s gained (d = 1) or lost (d = -1) its conn: the vm's socket counts. */
+static inline void cs__sock_count(cs_sock *s, int d)
+{
+	s->vm->active_socks += (unsigned)d;
+	s->vm->socks_by_kind[s->kind] += (unsigned)d;
+}
 /* ba.sleep(ms) in a cosocket: only that coroutine waits. */
 int cs__sock_sleep(lua_State *L, cs_sock *sock, lua_Integer ms);
 /* check the argument at idx is a socket object */
@@ -303,10 +319,12 @@ void cs__connect_resolved(cs_sock *sock, struct addrinfo *res, int gai_err);
 int cs__addr_string(const struct sockaddr *sa, char *buf, size_t len, bool *ipv6);
 /* "addr:port" of fd's peer (or its own end) into buf; the port, or -1. */
 int cs__fd_endpoint(int fd, bool peer, char *buf, size_t len);
-/* Open a listening TCP socket on intf (NULL: every address) and port; with
- * reuseport, SO_REUSEPORT lets every worker of a master bind the same port
- * and the kernel spread connections among them. 0 or -errno. */
-int cs__bind_listener(const char *intf, int port, bool ipv6, bool reuseport, int *fd_out);
+/* Open a listening TCP socket on intf (NULL: every address) and port, from
+ * the daemon's listen source when it has one (fdname picks a systemd
+ * socket by name there), else here, with SO_REUSEPORT under a master.
+ * Sets *shared when other processes hold the socket too. 0 or -errno. */
+int cs__bind_listener(cs_vm *vm, const char *intf, int port, bool ipv6, const char *fdname,
+		      int *fd_out, bool *shared);
 
 /* timer.c */
 int cs__open_timer(lua_State *L);

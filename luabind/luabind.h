@@ -7,10 +7,30 @@
 #define CS_LUABIND_H
 
 #include <stdbool.h>
+#include <sys/socket.h>
 
 #include "dispatch.h"
 
 typedef struct cs_vm cs_vm;
+
+/* A socket ba.socket.bind (and so cosockd.http) or a UDP bind asks for. */
+struct cs_listen_req {
+	int type;                    /* SOCK_STREAM (listening) or SOCK_DGRAM */
+	const struct sockaddr *addr; /* resolved from intf; a wildcard without */
+	socklen_t addrlen;
+	bool any_addr;               /* no intf was given */
+	const char *fdname;          /* bind's fdname option, or NULL */
+};
+
+/* Where bound sockets come from when the daemon provides them (socket
+ * activation, a master that keeps them across reloads). open() returns a
+ * bound, non-blocking, close-on-exec socket of req->type (listening for
+ * TCP), or -errno; it sets *shared when another process holds the socket
+ * too, which then is only ever closed here, never shut down or connected. */
+struct cs_listen_source {
+	int (*open)(void *ctx, const struct cs_listen_req *req, bool *shared);
+	void *ctx;
+};
 
 /* Priorities, as syslog/sd-daemon numbers them. */
 enum { CS_LOG_ERR = 3, CS_LOG_WARNING = 4, CS_LOG_NOTICE = 5, CS_LOG_INFO = 6, CS_LOG_DEBUG = 7 };
@@ -28,6 +48,8 @@ struct cs_vm_config {
 	/* Root of ba.openio("vm"); NULL: $STATE_DIRECTORY, else the XDG
 	 * state directory, else /var/lib/cosockd. */
 	const char *state_dir;
+	/* NULL: listeners are bound here (SO_REUSEPORT under a master). */
+	const struct cs_listen_source *listen;
 };
 
 int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out);
@@ -61,6 +83,18 @@ bool cs_vm_busy(cs_vm *vm);
 /* Begin an orderly stop: listeners close, every waiting cosocket that is not
  * disabled is resumed with nil,"sysshutdown", and later waits fail at once. */
 void cs_vm_shutdown(cs_vm *vm);
+
+/* Begin a graceful stop (a reload's old worker): listeners stop taking
+ * connections (accept fails with "sysshutdown"; what the kernel queued
+ * stays for the other processes that hold the socket), HTTP servers close
+ * idle keep-alive
+ * connections and end the others after their current answer; established
+ * connections go on. Idempotent. */
+void cs_vm_drain(cs_vm *vm);
+
+/* Open connections: TCP sockets other than listeners, HTTP and WebSocket
+ * connections included. */
+unsigned cs_vm_connections(const cs_vm *vm);
 
 /* "Lua 5.4.4": the Lua release cosockd was built with. */
 const char *cs_vm_lua_release(void);

@@ -114,7 +114,41 @@ int cs__fd_endpoint(int fd, bool peer, char *buf, size_t len)
 	return port;
 }
 
-int cs__bind_listener(const char *intf, int port, bool ipv6, bool reuseport, int *fd_out)
+static int bind_here(const struct addrinfo *ai, bool reuseport)
+{
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if ((reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* Whether this vm already listens on addr: one listener per address and
+ * worker, as a local bind would enforce, also when the sockets come from
+ * the master (which keeps one per address and worker slot). */
+static bool listening_on(cs_vm *vm, const struct sockaddr *addr, socklen_t len)
+{
+	for (cs_sock *s = vm->cosockets; s; s = s->next) {
+		if (s->kind != CS_SOCK_LISTEN || !s->conn)
+			continue;
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getsockname(cs_conn_fd(s->conn), (struct sockaddr *)&ss, &sl) == 0 && sl == len &&
+		    !memcmp(&ss, addr, len))
+			return true;
+	}
+	return false;
+}
+
+int cs__bind_listener(cs_vm *vm, const char *intf, int port, bool ipv6, const char *fdname,
+		      int *fd_out, bool *shared)
 {
 	struct addrinfo *res = NULL;
 	int r = intf ? resolve_numeric(intf, port, ipv6, &res) : -1;
@@ -125,26 +159,31 @@ int cs__bind_listener(const char *intf, int port, bool ipv6, bool reuseport, int
 	if (r != 0)
 		return -EADDRNOTAVAIL;
 	int err = -EADDRNOTAVAIL;
+	*shared = false;
 	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			err = -errno;
-			continue;
+		int fd;
+		if (vm->listen.open) {
+			if (port && listening_on(vm, ai->ai_addr, ai->ai_addrlen)) {
+				err = -EADDRINUSE;
+				continue;
+			}
+			struct cs_listen_req req = {
+				.type = SOCK_STREAM,
+				.addr = ai->ai_addr,
+				.addrlen = ai->ai_addrlen,
+				.any_addr = !intf,
+				.fdname = fdname,
+			};
+			fd = vm->listen.open(vm->listen.ctx, &req, shared);
+		} else {
+			fd = bind_here(ai, vm->reuseport);
 		}
-		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
-			err = -errno;
-			close(fd);
-			continue;
-		}
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+		if (fd >= 0) {
 			freeaddrinfo(res);
 			*fd_out = fd;
 			return 0;
 		}
-		err = -errno;
-		close(fd);
+		err = fd;
 	}
 	freeaddrinfo(res);
 	return err;

@@ -51,7 +51,7 @@ cs_sock *cs__push_sock(lua_State *L, cs_vm *vm, enum cs_kind kind, cs_conn *conn
 		s->conn = conn;
 		s->had_conn = true;
 		cs_conn_set_udata(conn, s);
-		vm->active_socks++;
+		cs__sock_count(s, 1);
 	}
 	return s;
 }
@@ -191,8 +191,8 @@ bool cs__sock_close(cs_sock *s, const char *err, bool graceful)
 	cs_conn *c = s->conn;
 	s->conn = NULL;
 	s->rx_paused = false;
-	s->vm->active_socks--;
-	if (s->kind == CS_SOCK_LISTEN)
+	cs__sock_count(s, -1);
+	if (s->kind == CS_SOCK_LISTEN && !s->shared_listener)
 		shutdown(cs_conn_fd(c), SHUT_RDWR); /* refuse at once, even while
 						     * io_uring cancels the accept */
 	cs_conn_close(c, graceful);
@@ -218,6 +218,15 @@ void cs__sock_finished(cs_sock *s)
 	s->wait = CS_WAIT_NONE;
 	cs__sock_close(s, "socketclosed", true);
 	cs__release_coroutine(s);
+}
+
+void cs__sock_drain_all(cs_vm *vm)
+{
+	for (cs_sock *s = vm->cosockets; s; s = s->next) {
+		if (s->kind != CS_SOCK_LISTEN || !s->conn)
+			continue;
+		cs_conn_accept_stop(s->conn); /* a waiting accept hears back */
+	}
 }
 
 void cs__sock_shutdown_all(cs_vm *vm)
@@ -341,6 +350,15 @@ static void accept_later(cs_sock *ls, int err)
 	cs_timer_start(ls->vm->loop, &ls->timer, 100);
 }
 
+/* A drained listener closes, and its waiting accept gets
+ * nil,"sysshutdown". The socket itself stays open in the processes that
+ * share it, with what its queue holds. */
+static void accept_stopped(cs_sock *ls)
+{
+	ls->dead_read = true;
+	cs__sock_close(ls, "sysshutdown", false);
+}
+
 static void on_accept(cs_conn *c, int fd)
 {
 	cs_sock *ls = cs_conn_udata(c);
@@ -351,6 +369,8 @@ static void on_accept(cs_conn *c, int fd)
 	}
 	if (fd >= 0)
 		deliver_accepted(ls, fd);
+	else if (fd == -ESHUTDOWN)
+		accept_stopped(ls);
 	else
 		accept_later(ls, fd);
 }
@@ -369,7 +389,7 @@ static void on_connect(cs_conn *c, int err)
 		return;
 	}
 	s->conn = NULL;
-	s->vm->active_socks--;
+	cs__sock_count(s, -1);
 	cs_conn_close(c, false);
 	connect_finish(s, connect_next(s));
 }
@@ -430,7 +450,7 @@ static void sock_timer_fired(cs_timer *t)
 	case CS_WAIT_CONNECT: {
 		cs_conn *c = s->conn;
 		s->conn = NULL;
-		s->vm->active_socks--;
+		cs__sock_count(s, -1);
 		cs_conn_close(c, false);
 		int r = connect_next(s);
 		connect_finish(s, r == -ECONNREFUSED && !s->next_addr ? -ETIMEDOUT : r);
@@ -440,6 +460,8 @@ static void sock_timer_fired(cs_timer *t)
 		int fd = cs_conn_accept(s->conn);
 		if (fd >= 0)
 			deliver_accepted(s, fd);
+		else if (fd == -ESHUTDOWN)
+			accept_stopped(s);
 		else if (fd != -EAGAIN)
 			accept_later(s, fd);
 		break;
@@ -479,7 +501,7 @@ static int connect_next(cs_sock *s)
 			continue;
 		}
 		s->conn = c;
-		s->vm->active_socks++;
+		cs__sock_count(s, 1);
 		r = cs_conn_connect(c, ai->ai_addr, ai->ai_addrlen);
 		if (r == 0)
 			return 0;
@@ -489,7 +511,7 @@ static int connect_next(cs_sock *s)
 		}
 		last = r;
 		s->conn = NULL;
-		s->vm->active_socks--;
+		cs__sock_count(s, -1);
 		cs_conn_close(c, false);
 	}
 	return last;
@@ -502,6 +524,8 @@ static void connect_finish(cs_sock *s, int r)
 		return;
 	if (r == 0) {
 		s->had_conn = true;
+		if (s->conn) /* counted by its kind so far */
+			s->vm->socks_by_kind[s->kind]--, s->vm->socks_by_kind[CS_SOCK_TCP]++;
 		s->kind = CS_SOCK_TCP;
 		if (s->co)
 			s->mode = 's'; /* promoted in place: a cosocket */
@@ -612,7 +636,7 @@ static int connect_blocking(lua_State *L, const char *host, int port, const stru
 			return cs__fail(L, "malloc");
 		s->conn = c;
 		s->had_conn = true;
-		vm->active_socks++;
+		cs__sock_count(s, 1);
 		return 1;
 	}
 	freeaddrinfo(res);
@@ -714,18 +738,27 @@ static int l_bind(lua_State *L)
 		return luaL_error(L, "Invalid op: bind: the SharkSSL object is not a server object (use {server=true})");
 	if (o.shark && cs_tls_ctx_certs(o.shark->ctx) == 0)
 		return luaL_error(L, "Invalid op: bind: the SharkSSL server object has no certificate (call :addcert)");
+	const char *fdname = NULL;
+	if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "fdname") != LUA_TNIL) {
+		fdname = luaL_checkstring(L, -1); /* kept alive by the option table */
+		lua_pop(L, 1);
+	}
 	cs_sock *cur = cs__current(L);
 	if (cur && cur->conn)
 		return cs__fail(L, "incorrectuse");
+	if (vm->draining || vm->shutting_down)
+		return cs__fail(L, "sysshutdown");
 	int fd;
-	int r = cs__bind_listener(o.intf, (int)port, o.ipv6, vm->reuseport, &fd);
+	bool shared;
+	int r = cs__bind_listener(vm, o.intf, (int)port, o.ipv6, fdname, &fd, &shared);
 	if (r < 0)
 		return cs__fail_why(L, "bind", strerror(-r));
-	if (vm->reuseport && port == 0)
+	if (vm->reuseport && port == 0 && !fdname)
 		cs__log(vm, CS_LOG_WARNING, "bind: port 0 under --workers: each worker listens on a port of its own");
 	cs_conn *c;
 	if ((r = cs_conn_open(vm->loop, fd, NULL, &c)) < 0)
 		return cs__fail(L, "bind");
+	cs_sock *ls = cur;
 	if (cur) {
 		/* promote the socket-less cosocket in place */
 		cur->conn = c;
@@ -733,13 +766,12 @@ static int l_bind(lua_State *L)
 		cur->kind = CS_SOCK_LISTEN;
 		cur->mode = 'r';
 		cs_conn_set_udata(c, cur);
-		vm->active_socks++;
-		if (o.shark)
-			cs__tls_listen(L, cur, o.shark);
+		cs__sock_count(cur, 1);
 		push_self(L, cur);
-		return 1;
+	} else {
+		ls = cs__push_sock(L, vm, CS_SOCK_LISTEN, c);
 	}
-	cs_sock *ls = cs__push_sock(L, vm, CS_SOCK_LISTEN, c);
+	ls->shared_listener = shared;
 	if (o.shark)
 		cs__tls_listen(L, ls, o.shark);
 	return 1;
@@ -769,6 +801,9 @@ static int m_accept(lua_State *L)
 				cs__tls_accepted(n, s);
 			return 1;
 		}
+	} else if (fd == -ESHUTDOWN) {
+		accept_stopped(s);
+		return cs__fail(L, "sysshutdown");
 	} else if (fd != -EAGAIN) {
 		accept_later(s, fd);
 	}
@@ -848,6 +883,7 @@ cs_sock *cs__sock_move(lua_State *L, cs_sock *s)
 	n->ipv6 = s->ipv6;
 	n->halfclose = s->halfclose;
 	n->eof = s->eof;
+	n->shared_listener = s->shared_listener;
 	n->queue_limit = s->queue_limit;
 	n->maxsize = s->maxsize;
 	n->tls = s->tls;
@@ -1227,7 +1263,7 @@ static void close_from_pool_thread(cs_sock *s)
 {
 	cs_conn *c = s->conn;
 	s->conn = NULL;
-	s->vm->active_socks--;
+	cs__sock_count(s, -1);
 	cs_conn_set_udata(c, NULL);
 	struct deferred_close *d = malloc(sizeof(*d));
 	if (!d) {

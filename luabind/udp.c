@@ -276,12 +276,26 @@ static int l_udpcon(lua_State *L)
 			return cs__fail_why(L, "cannotresolve", gai_strerror(gai));
 	}
 	int family = peer ? peer->ai_family : o.ipv6 ? AF_INET6 : AF_INET;
-	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
+	int fd = -1;
+	if (!peer && o.lport && vm->listen.open) {
+		/* a server socket: the daemon's, shared with the other workers
+		 * and kept across reloads */
+		struct addrinfo *la;
+		const char *intf = o.intf ? o.intf : family == AF_INET6 ? "::" : "0.0.0.0";
+		if (resolve(intf, (int)o.lport, family == AF_INET6, &la) != 0)
+			return udpcon_fail(L, -1, "bind", EADDRNOTAVAIL);
+		struct cs_listen_req req = {.type = SOCK_DGRAM, .addr = la->ai_addr, .addrlen = la->ai_addrlen,
+					    .any_addr = !o.intf};
+		bool shared;
+		fd = vm->listen.open(vm->listen.ctx, &req, &shared);
+		freeaddrinfo(la);
+		if (fd < 0)
+			return udpcon_fail(L, -1, "bind", -fd);
+	} else if ((fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
 		freeaddrinfo(peer);
 		return udpcon_fail(L, -1, "socket", errno);
 	}
-	if (o.lport || o.intf) {
+	if ((o.lport || o.intf) && (peer || !o.lport || !vm->listen.open)) {
 		struct addrinfo *la;
 		const char *intf = o.intf ? o.intf : family == AF_INET6 ? "::" : "0.0.0.0";
 		if (resolve(intf, (int)o.lport, family == AF_INET6, &la) != 0) {
@@ -317,7 +331,7 @@ static int l_udpcon(lua_State *L)
 		cur->mode = 's';
 		cur->ipv6 = family == AF_INET6;
 		cs_conn_set_udata(c, cur);
-		vm->active_socks++;
+		cs__sock_count(cur, 1);
 		lua_rawgeti(L, LUA_REGISTRYINDEX, cur->self_ref);
 		return 1;
 	}

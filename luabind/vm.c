@@ -264,6 +264,20 @@ void cs_vm_shutdown(cs_vm *vm)
 	cs__threads_shutdown(vm);
 }
 
+void cs_vm_drain(cs_vm *vm)
+{
+	if (vm->draining || vm->shutting_down)
+		return;
+	vm->draining = true;
+	cs__sock_drain_all(vm);
+	cs__http_drain_all(vm);
+}
+
+unsigned cs_vm_connections(const cs_vm *vm)
+{
+	return vm->socks_by_kind[CS_SOCK_TCP];
+}
+
 bool cs_vm_exit_requested(const cs_vm *vm, int *code)
 {
 	if (vm->exit_requested)
@@ -435,6 +449,8 @@ int cs_vm_create(const struct cs_vm_config *cfg, cs_vm **out)
 	vm->log = cfg->log;
 	vm->max_threads = cfg->threads;
 	vm->reuseport = cfg->workers > 0;
+	if (cfg->listen)
+		vm->listen = *cfg->listen;
 	vm->L = luaL_newstate();
 	if (!vm->L || (cfg->state_dir && !(vm->state_dir = strdup(cfg->state_dir)))) {
 		if (vm->L)
