@@ -1,41 +1,41 @@
--- cosockd default configuration.
+-- /etc/cosockd/cosockd.lua - the cosockd configuration.
 --
--- cosockd runs this file as a Lua script with the ba.* API. Out of the box it
--- starts two services on loopback:
---   * an echo service on 127.0.0.1:9000 (the seed's cosocket echo), and
---   * the cosocket proxy on 127.0.0.1:8080 in front of it.
--- Try it:  echo hello | socat - TCP:127.0.0.1:8080
+-- cosockd reads this file when it starts and again on reload
+-- (`systemctl reload cosockd`, or SIGHUP to the daemon). Check a change
+-- before reloading:  cosockd --check -c /etc/cosockd/cosockd.lua
 --
--- Edit the addresses below, or replace the whole file with your own script.
--- Dispatcher options (--backend, --max-connections) are command-line flags:
--- see `cosockd --help`.
+-- The file is Lua, run in a sandbox: it may compute values (string, table,
+-- math, utf8, os.getenv, and `confdir` / `datadir`, the directories of this
+-- file and of cosockd's data), but every global it sets must be one of the
+-- settings below; `local` variables are free. Options given on the command
+-- line override these settings. Each setting below shows its default.
 
-local upstream_port = 9000
+-- Worker processes: 1-1024, or "auto" for one per CPU cosockd may use.
+workers = 1
 
-require("cosockd.echo").start{intf = "127.0.0.1", port = upstream_port}
+-- Event loop: "auto" (io_uring when the kernel allows it), "uring" or "epoll".
+backend = "auto"
 
-require("cosockd.proxy").start{
-   intf = "127.0.0.1", port = 8080,
-   upstream_host = "127.0.0.1", upstream_port = upstream_port,
-   connect_timeout = 1000, -- ms, per resolved address
-   -- TLS towards clients: uncomment and point at your certificate chain and
-   -- key (PEM files; for a public name, e.g. the fullchain.pem and
-   -- privkey.pem a certbot run leaves in /etc/letsencrypt/live/NAME/).
-   -- tls_cert = "/etc/cosockd/tls/fullchain.pem",
-   -- tls_key = "/etc/cosockd/tls/privkey.pem",
-   -- TLS towards the upstream, verified against these CA certificates:
-   -- upstream_tls = true, upstream_ca = "/etc/ssl/certs/ca-certificates.crt",
+-- Connection slots per worker, 1-4194304 (bounded by the open-file limit).
+max_connections = 262144
+
+-- ba.thread pool threads per worker (started on demand), 1-1024.
+threads = 8
+
+-- Where ba.openio("vm") keeps files; nil: as --state-dir ($STATE_DIRECTORY under systemd).
+state_dir = nil
+
+-- Seconds queued writes may drain when the daemon stops, 0-3600.
+shutdown_grace = 5
+
+-- Seconds old workers may finish their connections after a reload, 0-86400.
+reload_grace = 30
+
+-- The scripts every worker runs, in order: a path, or {path, arg1, arg2, ...}.
+-- Relative paths are looked up next to this file, then in the data directory
+-- (/usr/share/cosockd). default.lua: echo on 127.0.0.1:9000, the proxy on
+-- 127.0.0.1:8080 in front of it, a web server on 127.0.0.1:8088.
+scripts = {
+   "default.lua",
+   -- {"myapp.lua", "arg1", "arg2"},
 }
-
--- Scripts written for the original product that load
--- ba.openio("vm") .. ".certificate/MakoServer.pem" get a self-signed
--- certificate for "localhost", generated on first use into the state
--- directory (--state-dir; $STATE_DIRECTORY under systemd). Replace
--- MakoServer.pem and MakoServer.key there with a real certificate and key.
-
--- A web server on 127.0.0.1:8088 serving the pages in www/ next to this
--- file: open http://127.0.0.1:8088/ in a browser for a WebSocket echo
--- (www/ws.lsp turns the request into a WebSocket, the seeds' Example 5).
--- Options (limits, TLS with shark=, Basic or cookie auth): docs/API.md.
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-cosockd.http{intf = "127.0.0.1", port = 8088, root = here .. "/www"}

@@ -7,7 +7,7 @@ PACKAGES="
   build-essential pkg-config meson ninja-build python3
   liblua5.4-dev lua5.4 liburing-dev libwolfssl-dev libyajl-dev libsystemd-dev libcriterion-dev
   socat openssl ca-certificates curl wrk python3-websockets procps util-linux iproute2 chromium
-  clang-14 libclang-rt-14-dev
+  clang-14 libclang-rt-14-dev systemd debhelper lintian man-db
 "
 # Peers for the side-by-side benchmarks (bench/), not needed by the tests.
 # bench/compare's ws section also runs the npm `ws` package under Node.js:

@@ -28,6 +28,18 @@ def expect_usage_error(args, backend=True):
 
 
 @suite.case(timeout=10)
+def no_script_runs_the_default_configuration():
+    """Without a script, cosockd runs the installed configuration file; the
+    build tree's binary names where it looked when there is none."""
+    rc, out, err = run([], backend=True)
+    conf = [l for l in err if "cosockd.lua" in l]
+    if rc == 1:
+        check(conf and "cannot open" in conf[0], f"want the default configuration named, got {err!r}")
+    else:
+        check(False, f"cosockd without arguments: exit {rc}, stderr {err!r}")
+
+
+@suite.case(timeout=10)
 def help_option():
     for opt in ("--help", "-h"):
         rc, out, err = run([opt], backend=False)
@@ -47,7 +59,7 @@ def version_option():
 @suite.case(timeout=20)
 def usage_errors():
     expect_usage_error(["--no-such-option"])
-    expect_usage_error([], backend=True)  # no script or app
+    expect_usage_error(["-c", "a.lua", "b.lua"])  # --config takes no script
     expect_usage_error(["echo"])  # missing --listen
     expect_usage_error(["proxy", "--listen", "127.0.0.1:0"])  # missing --upstream
     expect_usage_error(["echo", "--listen", "127.0.0.1:99999"])  # bad port

@@ -173,23 +173,27 @@ def finished_workers_end_the_master():
 
 
 @suite.case(timeout=40)
-def signals_pass_to_workers():
-    """SIGHUP reaches the workers and stops nothing; SIGTERM stops them all
-    with status 0."""
+def sighup_reloads_the_workers():
+    """SIGHUP starts a new generation on the same port; the old workers drain
+    and exit; SIGTERM then stops the new ones with status 0."""
     d, port = start_workers(2)
     kids = d.children()
     check_eq(len(kids), 2, "worker processes")
     mark = d.mark()
     d.signal(signal.SIGHUP)
-    d.wait_log(r"SIGHUP: passed on to the workers", since=mark)
+    d.wait_log(r"master: reload done: generation 2 serves with 2 workers", since=mark)
+    wait_gone(kids, 10)
+    d.wait_log(r"old worker \d \(pid \d+, generation 1\) drained and exited", since=mark, count=2)
     deadline = deadline_after(10)
     s, *_ = greet(port, deadline)
     round_trip(s, b"after hup", deadline)
     s.close()
-    check_eq(sorted(d.children()), sorted(kids), "workers after SIGHUP")
+    new = d.children()
+    check_eq(len(new), 2, "worker processes after the reload")
+    check(not set(new) & set(kids), f"old workers {kids} still among {new}")
     stop_and_check_exit(d)
     d.wait_log(r"master: every worker has stopped", timeout=1)
-    wait_gone(kids, 5)
+    wait_gone(new, 5)
 
 
 @suite.case(timeout=40)
