@@ -453,6 +453,7 @@ static int serve(cs_loop *loop, cs_vm *vm, const struct options *o, bool under_m
 			draining = true;
 			deadline = now + (uint64_t)o->reload_grace_ms;
 			cs_vm_drain(vm);
+			cs_master_worker_draining(); /* nothing is accepted here any more */
 			cs_log(CS_LOG_NOTICE, "cosockd: SIGQUIT: draining: no new connections; %u open, up to %ld ms",
 			       cs_vm_connections(vm), o->reload_grace_ms);
 			continue;
@@ -629,18 +630,19 @@ static int check(struct options *o, int argc, char **argv, int idx)
 {
 	char err[1024];
 	const char *what = o->config ? o->config : o->app ? o->app : argv[idx];
+	bool bad = false;
 	if (o->config) {
-		if (cs_config_load_report(o->config, COSOCKD_DATADIR, &o->conf, report_line, NULL) > 0)
-			return 1;
-		if (cs_config_compile(&o->conf, report_line, NULL) > 0)
-			return 1;
+		bad = cs_config_load_report(o->config, COSOCKD_DATADIR, &o->conf, report_line, NULL) > 0 ||
+		      cs_config_compile(&o->conf, report_line, NULL) > 0;
+		cs_config_free(&o->conf);
 	} else if (!o->app && cs_config_compile_script(argv[idx], err, sizeof(err)) < 0) {
 		fprintf(stderr, "cosockd: %s\n", err);
-		return 1;
+		bad = true;
 	}
 	(void)argc;
-	printf("cosockd: %s: configuration ok\n", what);
-	return 0;
+	if (!bad)
+		printf("cosockd: %s: configuration ok\n", what);
+	return bad ? 1 : 0;
 }
 
 /* SIGHUP in the master: the configuration again, over the command line. */

@@ -41,9 +41,12 @@
 /* Heartbeats and the STATUS line, without a watchdog asking for more. */
 #define BEAT_MS 1000
 #define STATUS_MS 1000
+/* How long READY=1 after a reload waits for the old workers to say they
+ * stopped accepting. */
+#define DRAIN_ACK_MS 1000
 
 /* The channel between the master and one worker (SOCK_SEQPACKET). */
-enum msg_type { MSG_READY = 1, MSG_BEAT, MSG_LISTEN, MSG_LISTEN_REPLY };
+enum msg_type { MSG_READY = 1, MSG_BEAT, MSG_LISTEN, MSG_LISTEN_REPLY, MSG_DRAINING };
 
 struct msg {
 	uint8_t type;
@@ -63,6 +66,8 @@ struct worker {
 	int chan;               /* -1: closed */
 	bool ready;
 	bool retiring;          /* told to drain (or to stop): not replaced */
+	bool quit_sent;         /* told to drain: its answer delays READY=1 */
+	bool drain_acked;       /* ... and it answered */
 	uint64_t started_ms, beat_ms, kill_at_ms;
 	uint32_t conns;
 };
@@ -85,6 +90,7 @@ struct master {
 	unsigned pending;        /* the generation a reload is starting; 0: none */
 	unsigned pending_slots;
 	bool reload_queued;
+	uint64_t ready_at_ms;    /* a reload's READY=1 is due by then; 0: none */
 	sigset_t old_mask;       /* restored in the workers */
 	int sigfd;
 	bool stopping;
@@ -131,6 +137,11 @@ static void worker_send(uint8_t type, int32_t value)
 void cs_master_worker_ready(void)
 {
 	worker_send(MSG_READY, 0);
+}
+
+void cs_master_worker_draining(void)
+{
+	worker_send(MSG_DRAINING, 0);
 }
 
 void cs_master_worker_beat(uint32_t connections)
@@ -298,6 +309,7 @@ static void retire_old(struct master *m)
 		struct worker *w = &m->w[i];
 		if (w->pid > 0 && w->gen != m->gen && !w->retiring) {
 			w->retiring = true;
+			w->quit_sent = true;
 			w->kill_at_ms = kill_at;
 			kill(w->pid, SIGQUIT);
 		}
@@ -305,6 +317,7 @@ static void retire_old(struct master *m)
 }
 
 static void begin_reload(struct master *m);
+static void reload_ready(struct master *m);
 
 /* Every worker of the reload's generation is ready: it serves now. */
 static void finish_reload(struct master *m)
@@ -326,6 +339,29 @@ static void finish_reload(struct master *m)
 	cs_listeners_retire(m->cfg->listeners, m->gen, m->nslots);
 	cs_log(CS_LOG_NOTICE, "cosockd: master: reload done: generation %u serves with %u worker%s; the old workers drain for up to %u ms",
 	       m->gen, m->nslots, m->nslots == 1 ? "" : "s", m->cfg->reload_grace_ms);
+	m->ready_at_ms = now_ms() + DRAIN_ACK_MS;
+	reload_ready(m);
+}
+
+/* READY=1 for a finished reload once no old worker may still accept (or
+ * when waiting for that took too long), then a reload asked for meanwhile. */
+static void reload_ready(struct master *m)
+{
+	if (!m->ready_at_ms)
+		return;
+	if (m->stopping) {
+		m->ready_at_ms = 0;
+		return;
+	}
+	unsigned waiting = 0;
+	for (unsigned i = 0; i < m->nw; i++)
+		waiting += m->w[i].quit_sent && !m->w[i].drain_acked;
+	if (waiting && now_ms() < m->ready_at_ms)
+		return;
+	if (waiting)
+		cs_log(CS_LOG_WARNING, "cosockd: master: %u old worker%s did not confirm the drain within %u ms",
+		       waiting, waiting == 1 ? "" : "s", DRAIN_ACK_MS);
+	m->ready_at_ms = 0;
 	cs_notify("READY=1");
 	if (m->reload_queued) {
 		m->reload_queued = false;
@@ -357,7 +393,7 @@ static void begin_reload(struct master *m)
 {
 	if (m->stopping)
 		return;
-	if (m->pending) {
+	if (m->pending || m->ready_at_ms) {
 		cs_log(CS_LOG_NOTICE, "cosockd: master: SIGHUP during a reload: reloading again once it is over");
 		m->reload_queued = true;
 		return;
@@ -405,8 +441,13 @@ static void worker_died(struct master *m, struct worker *w, int st)
 		return;
 	}
 	if (retiring) {
-		cs_log(clean ? CS_LOG_INFO : CS_LOG_WARNING, "cosockd: master: old worker %u (pid %d, generation %u) %s",
-		       slot, (int)pid, gen, clean ? "drained and exited" : how);
+		if (gen > m->gen)
+			cs_log(CS_LOG_INFO, "cosockd: master: worker %u (pid %d) of the abandoned generation %u %s",
+			       slot, (int)pid, gen, how);
+		else
+			cs_log(clean ? CS_LOG_INFO : CS_LOG_WARNING, "cosockd: master: old worker %u (pid %d, generation %u) %s",
+			       slot, (int)pid, gen, clean ? "drained and exited" : how);
+		reload_ready(m);
 		return;
 	}
 	if (gen == m->pending) {
@@ -576,6 +617,10 @@ static void read_channel(struct master *m, pid_t pid)
 		case MSG_LISTEN:
 			answer_listen(m, w, &q);
 			break;
+		case MSG_DRAINING:
+			w->drain_acked = true;
+			reload_ready(m);
+			break;
 		}
 	}
 }
@@ -660,6 +705,10 @@ static int run_timers(struct master *m)
 		if (s->restart_at_ms <= now && start_worker(m, i + 1, m->gen) < 0)
 			s->restart_at_ms = now + BACKOFF_MAX_MS;
 		next_due(&next, s->restart_at_ms);
+	}
+	if (m->ready_at_ms) {
+		reload_ready(m);
+		next_due(&next, m->ready_at_ms);
 	}
 	if (m->watchdog_ms && !m->stopping && m->ever_ready) {
 		if (now >= m->next_ping_ms) {

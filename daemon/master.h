@@ -21,7 +21,9 @@
  *  - SIGHUP reloads: a new generation of workers starts on the same
  *    listening sockets; once all of it is ready, the old workers get SIGQUIT
  *    (stop accepting, finish their connections) and are killed if still
- *    there after the reload grace period. If a new worker fails before it
+ *    there after the reload grace period. READY=1 follows once every old
+ *    worker said it accepts nothing more (or died, or a second passed), so
+ *    a connection made after it meets the new scripts. If a new worker fails before it
  *    is ready, the reload fails and the old generation goes on serving. A
  *    SIGHUP during a reload runs once that reload is over.
  *  - With a watchdog (WATCHDOG_USEC), a ready worker whose heartbeat is
@@ -67,6 +69,11 @@ int cs_master_run(struct cs_master_config *cfg);
 /* In a worker: tell the master this worker is ready. Once per worker; a
  * no-op outside a master. */
 void cs_master_worker_ready(void);
+
+/* In a worker: tell the master that this worker, told to drain, accepts
+ * nothing any more (the master says READY=1 after a reload only then). A
+ * no-op outside a master. */
+void cs_master_worker_draining(void);
 
 /* In a worker: the heartbeat, with the worker's open connections. Sent from
  * the loop between polls every cs_master_beat_ms(); never blocks. */
