@@ -12,7 +12,7 @@
 #include "luabind.h" /* log priorities */
 #include "notify.h"
 
-static char last_status[256];
+static char last_status[500]; /* "STATUS=" and this fit cs_notify()'s 512 */
 static bool failure_logged;
 static int watchdog_known; /* 0: not read yet */
 static uint64_t watchdog_ms;
@@ -41,10 +41,12 @@ void cs_notify(const char *fmt, ...)
 
 void cs_notify_status(const char *text)
 {
-	if (!cs_notify_enabled() || !strncmp(text, last_status, sizeof(last_status)))
+	char cut[sizeof(last_status)]; /* what is sent of it, and so compared */
+	snprintf(cut, sizeof(cut), "%s", text);
+	if (!cs_notify_enabled() || !strcmp(cut, last_status))
 		return;
-	snprintf(last_status, sizeof(last_status), "%s", text);
-	cs_notify("STATUS=%s", text);
+	memcpy(last_status, cut, sizeof(cut));
+	cs_notify("STATUS=%s", cut);
 }
 
 uint64_t cs_notify_watchdog_ms(void)
