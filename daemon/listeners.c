@@ -24,6 +24,7 @@ struct kept {
 	socklen_t addrlen;
 	unsigned slot;       /* 0: systemd's own socket */
 	unsigned generation; /* the last generation that asked for it */
+	unsigned created;    /* the generation that asked first */
 	char *name;          /* systemd's FileDescriptorName; NULL: bound here */
 	bool reuseport;      /* systemd's socket has SO_REUSEPORT: siblings */
 	bool adopted, shared_logged;
@@ -95,9 +96,11 @@ static void take_systemd_socket(cs_listeners *ls, int fd, const char *name)
 	socklen_t tl = sizeof(type), ll = sizeof(listening);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || (type != SOCK_STREAM && type != SOCK_DGRAM) ||
-	    (type == SOCK_STREAM && (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || !listening)) ||
-	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0)
+		type = -1;
+	bool stream_ok = type == SOCK_STREAM &&
+			 getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) == 0 && listening;
+	if ((type != SOCK_DGRAM && !stream_ok) || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
 	    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
 		cs_log(CS_LOG_WARNING, "cosockd: systemd socket %d (name %s) is neither a listening TCP nor a UDP socket; closed",
 		       fd, name);
@@ -220,7 +223,7 @@ static int kept_for_slot(cs_listeners *ls, int type, const struct sockaddr *addr
 	memcpy(&k->addr, addr, addrlen);
 	k->addrlen = addrlen;
 	k->slot = slot;
-	k->generation = generation;
+	k->generation = k->created = generation;
 	*kept = true;
 	return fd;
 }
@@ -293,6 +296,17 @@ static bool of_slot(const struct kept *k, unsigned slot, unsigned unused)
 static bool unwanted(const struct kept *k, unsigned generation, unsigned slots)
 {
 	return k->generation < generation || k->slot > slots;
+}
+
+static bool only_of(const struct kept *k, unsigned generation, unsigned unused)
+{
+	(void)unused;
+	return k->created == generation && k->generation == generation;
+}
+
+void cs_listeners_abandon(cs_listeners *ls, unsigned generation)
+{
+	close_kept_if(ls, only_of, generation, 0, "its reload failed");
 }
 
 void cs_listeners_drop_slot(cs_listeners *ls, unsigned slot)

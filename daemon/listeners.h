@@ -36,6 +36,8 @@ typedef struct cs_listeners cs_listeners;
 /* Take the sockets systemd passed to this process (they are then no
  * longer in the environment) and log each. NULL on out of memory. */
 cs_listeners *cs_listeners_create(void);
+/* Close every socket kept here, systemd's included, and free ls (NULL is
+ * fine). */
 void cs_listeners_destroy(cs_listeners *ls);
 
 /* The socket for req from worker slot (1..N; 0 in a single process): a
@@ -48,7 +50,12 @@ void cs_listeners_destroy(cs_listeners *ls);
 int cs_listeners_get(cs_listeners *ls, const struct cs_listen_req *req, unsigned slot, unsigned generation,
 		     bool *kept);
 
-/* Close the kept sockets of slot (its worker died). */
+/* Close the kept sockets that generation made and no other generation
+ * asked for since (its reload failed: nobody will accept from them). */
+void cs_listeners_abandon(cs_listeners *ls, unsigned generation);
+
+/* Close the kept sockets of slot (its worker died and no other worker of
+ * that slot holds them). */
 void cs_listeners_drop_slot(cs_listeners *ls, unsigned slot);
 
 /* Close the kept sockets no worker of generation or later asked for, and
@@ -60,7 +67,8 @@ void cs_listeners_retire(cs_listeners *ls, unsigned generation, unsigned slots);
 void cs_listeners_warn_unadopted(cs_listeners *ls);
 
 /* A listen source for a single process (no master): systemd's sockets
- * are adopted (as dups), anything else is bound by the caller's own. */
+ * are adopted (as dups, *shared set), anything else is bound here for the
+ * caller alone (without SO_REUSEPORT). */
 int cs_listeners_open_local(void *ls, const struct cs_listen_req *req, bool *shared);
 
 #endif

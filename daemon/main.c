@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,6 +350,12 @@ static void install_signals(void)
 	sigaction(SIGQUIT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* a master's worker starts with these blocked (master.c) */
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGQUIT);
+	sigaddset(&mask, SIGHUP);
+	pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
 }
 
 static void preload_apps(cs_vm *vm)
@@ -572,6 +579,9 @@ static int run_worker(unsigned worker, void *arg)
 			cs_notify("READY=1");
 		}
 		code = serve(loop, vm, o, worker > 0);
+		int asked;
+		if (worker && cs_vm_exit_requested(vm, &asked))
+			cs_master_worker_exit(asked);
 	} else {
 		cs_vm_shutdown(vm);
 	}

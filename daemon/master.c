@@ -44,9 +44,11 @@
 /* How long READY=1 after a reload waits for the old workers to say they
  * stopped accepting. */
 #define DRAIN_ACK_MS 1000
+/* How long a reload's new generation may take to become ready. */
+#define RELOAD_START_MS 60000
 
 /* The channel between the master and one worker (SOCK_SEQPACKET). */
-enum msg_type { MSG_READY = 1, MSG_BEAT, MSG_LISTEN, MSG_LISTEN_REPLY, MSG_DRAINING };
+enum msg_type { MSG_READY = 1, MSG_BEAT, MSG_LISTEN, MSG_LISTEN_REPLY, MSG_DRAINING, MSG_EXIT };
 
 struct msg {
 	uint8_t type;
@@ -67,6 +69,7 @@ struct worker {
 	bool ready;
 	bool retiring;          /* told to drain (or to stop): not replaced */
 	bool quit_sent;         /* told to drain: its answer delays READY=1 */
+	bool exit_asked;        /* its script called cosockd.exit(): its status is ours */
 	bool drain_acked;       /* ... and it answered */
 	uint64_t started_ms, beat_ms, kill_at_ms;
 	uint32_t conns;
@@ -91,6 +94,7 @@ struct master {
 	unsigned pending_slots;
 	bool reload_queued;
 	uint64_t ready_at_ms;    /* a reload's READY=1 is due by then; 0: none */
+	uint64_t pending_until_ms; /* the reload fails if not ready by then */
 	sigset_t old_mask;       /* restored in the workers */
 	int sigfd;
 	bool stopping;
@@ -142,6 +146,11 @@ void cs_master_worker_ready(void)
 void cs_master_worker_draining(void)
 {
 	worker_send(MSG_DRAINING, 0);
+}
+
+void cs_master_worker_exit(int code)
+{
+	worker_send(MSG_EXIT, code);
 }
 
 void cs_master_worker_beat(uint32_t connections)
@@ -227,7 +236,13 @@ static void become_worker(struct master *m, unsigned slot, int chan, pid_t maste
 	if (getppid() != master_pid) /* the master died before prctl */
 		_exit(1);
 	cs_notify_forget();
-	sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
+	/* SIGQUIT and SIGHUP stay blocked until the worker's handlers are in
+	 * (install_signals): a drain asked for meanwhile waits, not lost. */
+	sigset_t mask = m->old_mask;
+	sigaddset(&mask, SIGQUIT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_SETMASK, &mask, NULL);
+	signal(SIGQUIT, SIG_DFL);
 	exit(m->cfg->run_worker(slot, m->cfg->arg));
 }
 
@@ -286,8 +301,9 @@ static void begin_stop(struct master *m, int sig)
 		cs_log(CS_LOG_NOTICE, "cosockd: master: %s: stopping the workers", strsignal(sig));
 		cs_notify("STOPPING=1");
 	}
+	if (!m->stopping)
+		m->kill_at_ms = now_ms() + m->cfg->stop_grace_ms + STOP_SLACK_MS;
 	m->stopping = true;
-	m->kill_at_ms = now_ms() + m->cfg->stop_grace_ms + STOP_SLACK_MS;
 	for (unsigned i = 0; i < m->nslots; i++)
 		m->slots[i].restart_at_ms = 0;
 	signal_workers(m, sig);
@@ -318,14 +334,15 @@ static void retire_old(struct master *m)
 
 static void begin_reload(struct master *m);
 static void reload_ready(struct master *m);
+static void fail_reload(struct master *m, const char *why);
 
 /* Every worker of the reload's generation is ready: it serves now. */
 static void finish_reload(struct master *m)
 {
 	struct slot *slots = calloc(m->pending_slots, sizeof(*slots));
 	if (!slots) {
-		cs_log(CS_LOG_ERR, "cosockd: master: out of memory finishing the reload");
-		return; /* tried again at the next ready or beat */
+		fail_reload(m, "out of memory");
+		return;
 	}
 	for (unsigned i = 0; i < m->pending_slots; i++)
 		slots[i].starts = 1;
@@ -334,10 +351,13 @@ static void finish_reload(struct master *m)
 	m->nslots = m->pending_slots;
 	m->gen = m->pending;
 	m->pending = 0;
+	m->pending_until_ms = 0;
 	m->ever_ready = true; /* also when the reload came before the first READY */
 	retire_old(m);
 	cs_listeners_retire(m->cfg->listeners, m->gen, m->nslots);
-	cs_log(CS_LOG_NOTICE, "cosockd: master: reload done: generation %u serves with %u worker%s; the old workers drain for up to %u ms",
+	cs_log(CS_LOG_NOTICE,
+	       "cosockd: master: reload done: generation %u serves with %u worker%s; "
+	       "the old workers drain for up to %u ms",
 	       m->gen, m->nslots, m->nslots == 1 ? "" : "s", m->cfg->reload_grace_ms);
 	m->ready_at_ms = now_ms() + DRAIN_ACK_MS;
 	reload_ready(m);
@@ -381,8 +401,12 @@ static void fail_reload(struct master *m, const char *why)
 			kill(w->pid, SIGTERM);
 		}
 	}
+	/* sockets only it asked for would queue connections nobody takes */
+	cs_listeners_abandon(m->cfg->listeners, m->pending);
 	m->pending = 0;
-	cs_notify("READY=1");
+	m->pending_until_ms = 0;
+	if (m->ever_ready)
+		cs_notify("READY=1");
 	if (m->reload_queued) {
 		m->reload_queued = false;
 		begin_reload(m);
@@ -402,11 +426,13 @@ static void begin_reload(struct master *m)
 	cs_notify("RELOADING=1");
 	if (m->cfg->reload && m->cfg->reload(m->cfg) < 0) {
 		cs_log(CS_LOG_ERR, "cosockd: master: reload failed: generation %u goes on serving", m->gen);
-		cs_notify("READY=1");
+		if (m->ever_ready)
+			cs_notify("READY=1");
 		return;
 	}
 	m->pending = ++m->next_gen;
 	m->pending_slots = m->cfg->workers;
+	m->pending_until_ms = now_ms() + RELOAD_START_MS;
 	for (unsigned s = 1; s <= m->pending_slots; s++)
 		if (start_worker(m, s, m->pending) < 0) {
 			fail_reload(m, "a worker could not be started");
@@ -426,6 +452,8 @@ static void worker_died(struct master *m, struct worker *w, int st)
 	if ((m->stopping || w->retiring) && WIFSIGNALED(st) &&
 	    (WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGINT || WTERMSIG(st) == SIGQUIT))
 		clean = true;
+	if (w->exit_asked && WIFEXITED(st))
+		clean = true; /* m->status holds the code it asked for */
 	pid_t pid = w->pid;
 	unsigned slot = w->slot, gen = w->gen;
 	bool was_ready = w->ready, retiring = w->retiring;
@@ -460,7 +488,11 @@ static void worker_died(struct master *m, struct worker *w, int st)
 	/* what its sockets queue would wait for a replacement: reset it now,
 	 * as the worker's own socket would have been, and let the kernel send
 	 * new connections to the slots that live */
-	cs_listeners_drop_slot(m->cfg->listeners, slot);
+	bool slot_held = false;
+	for (unsigned i = 0; i < m->nw; i++)
+		slot_held |= m->w[i].slot == slot && !m->w[i].retiring; /* a reload's new worker */
+	if (!slot_held)
+		cs_listeners_drop_slot(m->cfg->listeners, slot);
 	if (clean) {
 		cs_log(CS_LOG_INFO, "cosockd: master: worker %u (pid %d) finished", slot, (int)pid);
 		return;
@@ -534,8 +566,8 @@ static void worker_ready(struct master *m, struct worker *w)
 		return;
 	w->ready = true;
 	w->beat_ms = now_ms();
-	if (m->stopping)
-		return;
+	if (m->stopping || w->retiring)
+		return; /* told to go (a failed reload's, an old generation's) */
 	if (w->gen == m->pending) {
 		if (generation_ready(m, w->gen))
 			finish_reload(m);
@@ -562,7 +594,9 @@ static void answer_listen(struct master *m, struct worker *w, struct msg *q)
 	};
 	q->fdname[sizeof(q->fdname) - 1] = 0;
 	bool kept = false;
-	int fd = req.addrlen ? cs_listeners_get(m->cfg->listeners, &req, w->slot, w->gen, &kept) : -EINVAL;
+	int fd = !req.addrlen ? -EINVAL
+		 : w->retiring && w->gen > m->gen ? -ECANCELED /* its reload failed: nothing new */
+		 : cs_listeners_get(m->cfg->listeners, &req, w->slot, w->gen, &kept);
 	struct msg a = {.type = MSG_LISTEN_REPLY, .value = fd < 0 ? fd : 0, .shared = kept};
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -621,6 +655,13 @@ static void read_channel(struct master *m, pid_t pid)
 			w->drain_acked = true;
 			reload_ready(m);
 			break;
+		case MSG_EXIT:
+			cs_log(CS_LOG_NOTICE, "cosockd: master: worker %u (pid %d) called cosockd.exit(%d): stopping the daemon",
+			       w->slot, (int)w->pid, (int)q.value);
+			w->exit_asked = true;
+			m->status = q.value;
+			begin_stop(m, SIGTERM);
+			break;
 		}
 	}
 }
@@ -634,8 +675,19 @@ static void next_due(uint64_t *next, uint64_t at)
 }
 
 /* Kill stalled workers; ping systemd if none is. */
+static void read_channel(struct master *m, pid_t pid);
+
 static void watchdog(struct master *m, uint64_t now)
 {
+	/* beats the master has not read yet (it was busy, or stopped) count;
+	 * reading can start workers, so go by pid */
+	unsigned n = m->nw;
+	pid_t *pids = malloc(n * sizeof(*pids) + 1);
+	for (unsigned i = 0; pids && i < n; i++)
+		pids[i] = m->w[i].pid;
+	for (unsigned i = 0; pids && i < n; i++)
+		read_channel(m, pids[i]);
+	free(pids);
 	bool stalled = false;
 	uint64_t limit = m->watchdog_ms / 2;
 	for (unsigned i = 0; i < m->nw; i++) {
@@ -710,6 +762,15 @@ static int run_timers(struct master *m)
 		reload_ready(m);
 		next_due(&next, m->ready_at_ms);
 	}
+	if (m->pending && !m->stopping) {
+		if (now >= m->pending_until_ms) {
+			char why[80];
+			snprintf(why, sizeof(why), "the new workers were not ready within %u s", RELOAD_START_MS / 1000);
+			fail_reload(m, why);
+		} else {
+			next_due(&next, m->pending_until_ms);
+		}
+	}
 	if (m->watchdog_ms && !m->stopping && m->ever_ready) {
 		if (now >= m->next_ping_ms) {
 			watchdog(m, now);
@@ -757,6 +818,7 @@ int cs_master_run(struct cs_master_config *cfg)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGQUIT); /* a graceful stop is for workers: read and ignored */
 	sigprocmask(SIG_BLOCK, &mask, &m.old_mask);
 	m.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (m.sigfd < 0) {
@@ -764,7 +826,6 @@ int cs_master_run(struct cs_master_config *cfg)
 		free(m.slots);
 		return 1;
 	}
-	signal(SIGQUIT, SIG_IGN); /* a graceful stop is for workers */
 	cs_log(CS_LOG_INFO, "cosockd: master (pid %d): starting %u workers", (int)getpid(), cfg->workers);
 	for (unsigned s = 1; s <= cfg->workers && !m.stopping; s++) {
 		if (start_worker(&m, s, m.gen) < 0) {

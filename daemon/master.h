@@ -17,11 +17,13 @@
  *    been ready, is a start-up failure (a script error, a port in use): the
  *    master stops the others and exits with that worker's status.
  *  - A worker that exits 0 on its own has finished its script; it is not
- *    replaced. The master exits once no worker is left.
+ *    replaced. The master exits once no worker is left. A worker whose
+ *    script calls cosockd.exit(code) stops the whole daemon with code.
  *  - SIGHUP reloads: a new generation of workers starts on the same
  *    listening sockets; once all of it is ready, the old workers get SIGQUIT
  *    (stop accepting, finish their connections) and are killed if still
- *    there after the reload grace period. READY=1 follows once every old
+ *    there after the reload grace period (a new generation not ready
+ *    within 60 s fails the reload). READY=1 follows once every old
  *    worker said it accepts nothing more (or died, or a second passed), so
  *    a connection made after it meets the new scripts. If a new worker fails before it
  *    is ready, the reload fails and the old generation goes on serving. A
@@ -74,6 +76,10 @@ void cs_master_worker_ready(void);
  * nothing any more (the master says READY=1 after a reload only then). A
  * no-op outside a master. */
 void cs_master_worker_draining(void);
+
+/* In a worker whose script called cosockd.exit(code): the whole daemon
+ * stops with that status. A no-op outside a master. */
+void cs_master_worker_exit(int code);
 
 /* In a worker: the heartbeat, with the worker's open connections. Sent from
  * the loop between polls every cs_master_beat_ms(); never blocks. */

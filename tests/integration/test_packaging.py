@@ -279,6 +279,9 @@ def dpkg(args, what):
     return p
 
 
+INSTALLED_MARK = "/var/tmp/cosockd-packaging-test.installed"
+
+
 def purge_if_present(what):
     if package_status():
         dpkg(["--purge", "cosockd"], what)
@@ -345,15 +348,26 @@ def deb_install_purge():
         except BlockingIOError:
             check(time.monotonic() < end, "another packaging test holds the package for 240 s")
             time.sleep(0.5)
+    # A package this test installed carries a marker until its purge; any
+    # other installed cosockd is the machine's own and is left alone.
     try:
-        purge_if_present("purging a cosockd package left by an earlier run")
+        if package_status():
+            if not os.path.exists(INSTALLED_MARK):
+                print("     SKIP deb_install_purge: a cosockd package this test did not install is on "
+                      "the machine; not touching it", flush=True)
+                return
+            purge_if_present("purging a cosockd package left by an earlier run")
         for f in ("/usr/sbin/cosockd", CONFIG):
             check(not os.path.exists(f), f"{f} exists but no package owns it: "
                   "a `meson install --prefix=/usr`? The test will not overwrite it")
+        with open(INSTALLED_MARK, "w") as mark:
+            mark.write(path + "\n")
         _install_run_purge(path)
     finally:
         try:
-            purge_if_present("purging the package after the test")
+            if os.path.exists(INSTALLED_MARK):
+                purge_if_present("purging the package after the test")
+                os.unlink(INSTALLED_MARK)
         finally:
             lock.close()
 

@@ -1,7 +1,8 @@
 -- test_workers: an echo server run by every worker on one shared port.
 -- Each connection first gets "worker W/N pid P\n", so the test knows who
 -- serves it. ARGS: port ["crash" W]: worker W exits with status 3 50 ms
--- after its listener is open (a worker that keeps dying).
+-- after its listener is open (a worker that keeps dying: os.exit, since
+-- cosockd.exit would stop the whole daemon).
 local port, mode, victim = ...
 local pid = io.open("/proc/self/stat"):read("n")
 local greeting = string.format("worker %d/%d pid %d\n", cosockd.worker, cosockd.workers, pid)
@@ -15,5 +16,5 @@ require"testlib".acceptEach(port, function(s)
    end, "s")
 end)
 if mode == "crash" and cosockd.worker == math.tointeger(tonumber(victim)) then
-   ba.timer(function() cosockd.exit(3) end):set(50, true)
+   ba.timer(function() os.exit(3) end):set(50, true)
 end
