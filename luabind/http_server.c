@@ -474,8 +474,10 @@ void cs__http_drain_all(cs_vm *vm)
 	struct cs_http_conn *next;
 	for (struct cs_http_conn *h = vm->http_conns; h; h = next) {
 		next = h->next;
-		if (h->state == CS_HTTP_HEAD && h->len == 0 && !h->ex)
-			cs__sock_close(h->sock, "sysshutdown", true); /* idle keep-alive */
+		/* idle between requests; a connection that has not sent its
+		 * first request yet gets one answer (with Connection: close) */
+		if (h->served && h->state == CS_HTTP_HEAD && h->len == 0 && !h->ex)
+			cs__sock_close(h->sock, "sysshutdown", true);
 	}
 }
 
@@ -530,7 +532,8 @@ int cs__http_finish(lua_State *L)
 	exchange_detach(ex);
 	if (!s->conn)
 		return 0;
-	if (!ex->keep_alive || h->eof <= 0) {
+	/* draining: a request taken before the drain began ends it too */
+	if (!ex->keep_alive || h->eof <= 0 || s->vm->draining) {
 		cs__sock_close(s, "socketclosed", true);
 		return 0;
 	}

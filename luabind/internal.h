@@ -74,6 +74,7 @@ struct cs_sock {
 	uint8_t wait;       /* enum cs_wait */
 	bool had_conn;      /* was connected once (so "closed", not "socket-less") */
 	bool shared_listener; /* other processes hold it: close, never shut down */
+	uint32_t drain_accepts; /* draining, not shared: accepts left before it stops */
 	bool dead_read;     /* a read already reported the socket dead */
 	bool rx_paused;     /* disable()d from outside: receive events stopped */
 	bool ipv6;
@@ -252,8 +253,9 @@ bool cs__sock_close(cs_sock *sock, const char *err, bool graceful);
 void cs__sock_finished(cs_sock *sock);
 /* cs_vm_drain()'s part for listeners: they stop accepting. */
 void cs__sock_drain_all(cs_vm *vm);
-/* cs_vm_drain()'s part for HTTP servers: idle keep-alive connections close
- * (the others close after their answer: keep-alive is off while draining). */
+/* cs_vm_drain()'s part for HTTP servers: connections idle after an answer
+ * close; the others close after their next answer (keep-alive is off
+ * while draining). */
 void cs__http_drain_all(cs_vm *vm);
 void cs__sock_shutdown_all(cs_vm *vm);
 /* Push a new socket object, taking over conn (may be NULL). */

@@ -86,14 +86,16 @@ void cs_vm_shutdown(cs_vm *vm);
 
 /* Begin a graceful stop (a reload's old worker): listeners stop taking
  * connections (accept fails with "sysshutdown"; what the kernel queued
- * stays for the other processes that hold the socket), HTTP servers close
- * idle keep-alive
+ * stays for the other processes that hold the socket, or, on a socket
+ * nobody else holds, is accepted first), HTTP servers close idle
+ * keep-alive
  * connections and end the others after their current answer; established
  * connections go on. Idempotent. */
 void cs_vm_drain(cs_vm *vm);
 
 /* Open connections: TCP sockets other than listeners, HTTP and WebSocket
- * connections included. */
+ * connections included, and while draining the queued connections a
+ * listener is still to accept. */
 unsigned cs_vm_connections(const cs_vm *vm);
 
 /* "Lua 5.4.4": the Lua release cosockd was built with. */

@@ -220,12 +220,29 @@ void cs__sock_finished(cs_sock *s)
 	cs__release_coroutine(s);
 }
 
+/* Connections the kernel completed and queued on a listening socket. */
+static uint32_t accept_queue(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || ti.tcpi_state != TCP_LISTEN)
+		return 0;
+	return ti.tcpi_unacked; /* a listener's accept backlog */
+}
+
 void cs__sock_drain_all(cs_vm *vm)
 {
 	for (cs_sock *s = vm->cosockets; s; s = s->next) {
 		if (s->kind != CS_SOCK_LISTEN || !s->conn)
 			continue;
-		cs_conn_accept_stop(s->conn); /* a waiting accept hears back */
+		/* A socket shared with a new generation keeps its queue for
+		 * it; one nobody else holds would reset its queue on close, so
+		 * its queued connections are accepted first. */
+		uint32_t queued = s->shared_listener ? 0 : accept_queue(cs_conn_fd(s->conn));
+		if (queued)
+			s->drain_accepts = queued;
+		else
+			cs_conn_accept_stop(s->conn); /* a waiting accept hears back */
 	}
 }
 
@@ -327,8 +344,16 @@ static void on_recv(cs_conn *c, const char *data, ssize_t n)
 	cs__wake(s, nvals);
 }
 
+/* One accept of a draining listener that nobody else holds is done. */
+static void drain_accepted(cs_sock *ls)
+{
+	if (ls->drain_accepts && --ls->drain_accepts == 0 && ls->conn)
+		cs_conn_accept_stop(ls->conn);
+}
+
 static void deliver_accepted(cs_sock *ls, int fd)
 {
+	drain_accepted(ls);
 	cs_conn *c;
 	int r = cs_conn_open(ls->vm->loop, fd, NULL, &c);
 	if (r < 0) {
@@ -524,8 +549,10 @@ static void connect_finish(cs_sock *s, int r)
 		return;
 	if (r == 0) {
 		s->had_conn = true;
-		if (s->conn) /* counted by its kind so far */
-			s->vm->socks_by_kind[s->kind]--, s->vm->socks_by_kind[CS_SOCK_TCP]++;
+		if (s->conn) { /* counted by its kind so far */
+			s->vm->socks_by_kind[s->kind]--;
+			s->vm->socks_by_kind[CS_SOCK_TCP]++;
+		}
 		s->kind = CS_SOCK_TCP;
 		if (s->co)
 			s->mode = 's'; /* promoted in place: a cosocket */
@@ -794,6 +821,7 @@ static int m_accept(lua_State *L)
 	}
 	int fd = cs_conn_accept(s->conn);
 	if (fd >= 0) {
+		drain_accepted(s);
 		cs_conn *c;
 		if (cs_conn_open(s->vm->loop, fd, NULL, &c) == 0) {
 			cs_sock *n = cs__push_sock(L, s->vm, CS_SOCK_TCP, c);

@@ -275,7 +275,12 @@ void cs_vm_drain(cs_vm *vm)
 
 unsigned cs_vm_connections(const cs_vm *vm)
 {
-	return vm->socks_by_kind[CS_SOCK_TCP];
+	unsigned n = vm->socks_by_kind[CS_SOCK_TCP];
+	if (vm->draining) /* queued ones a listener still accepts count too */
+		for (const cs_sock *s = vm->cosockets; s; s = s->next)
+			if (s->kind == CS_SOCK_LISTEN && s->conn)
+				n += s->drain_accepts;
+	return n;
 }
 
 bool cs_vm_exit_requested(const cs_vm *vm, int *code)

@@ -896,5 +896,86 @@ def sigquit_drains_single_process():
     s.close()
     check_eq(d.wait_exit(10), 0, "exit status after SIGQUIT and the last close")
 
+@suite.case(timeout=60)
+def failed_reload_leaves_no_listening_socket_behind():
+    """A reload that raises the workers to 3 and whose script listens on a
+    second port fails when its worker 1 raises; the sockets only that reload
+    asked for close with it: the new port refuses, and every connection to
+    the first port is answered (a third worker slot's socket left listening
+    would have queued a third of them for nobody). The other new workers'
+    late READY changes nothing (under ASan: no read past the slots)."""
+    tmp, n = setup()
+    port, port2 = free_port(), free_port()
+    app = app_script(tmp, "v1")
+    conf = write_config(tmp, [(app, port)], workers=2)
+    d, _ = start_config(conf, n, n.env())
+    deadline = deadline_after(50)
+    check_eq(reply_of_new_connection(port, deadline), b"v1", "reply prefix before the reload")
+    # worker 1 fails at once; workers 2 and 3 become ready 300 ms later,
+    # after the reload failed (their READY=1 must not count)
+    write_file(os.path.join(tmp, "bad.lua"),
+               "-- test_systemd: listens on a second port, then fails\n"
+               f"require\"systemd_lib\".serve({port2}, \"v2\")\n"
+               "if cosockd.worker == 1 then error('fails after listening') end\n"
+               "ba.sleep(300)\n")
+    write_config(tmp, [(app, port), "bad.lua"], workers=3)
+    mark, lmark = n.mark(), d.mark()
+    d.signal(signal.SIGHUP)
+    i, _, _, _ = n.wait("^RELOADING=1$", 10, since=mark, d=d)
+    n.wait("^READY=1$", 20, since=i + 1, d=d)
+    d.wait_log(r"reload failed", 5, since=lmark)
+    d.wait_log(r"closing the listening socket .*its reload failed", 5, since=lmark)
+    # the failed generation's other workers hold their copies until they end
+    d.wait_log(r"worker \d \(pid \d+\) of the abandoned generation", 10, since=lmark, count=2)
+    check(refused(port2), f"port {port2}, only the failed reload's, still accepts connections")
+    for k in range(30):
+        check_eq(reply_of_new_connection(port, deadline, f"connection {k} after the failed reload", limit=3),
+                 b"v1", f"reply prefix of connection {k} after the failed reload")
+    stop(d, n)
+
+
+@suite.case(timeout=45)
+def sigquit_answers_a_fresh_http_connection():
+    """SIGQUIT closes HTTP connections idle after an answer, but one that
+    has not sent its request yet still gets its answer (Connection: close)."""
+    tmp, n = setup()
+    port = free_port()
+    www = os.path.join(tmp, "www")
+    os.mkdir(www)
+    write_file(os.path.join(www, "index.html"), "drain\n")
+    write_file(os.path.join(tmp, "web.lua"),
+               f"cosockd.http{{intf = \"127.0.0.1\", port = {port}, root = {lua_str(www)}}}\n")
+    d = suite.daemon(os.path.join(tmp, "web.lua"), env=n.env())
+    n.wait("^READY=1$", 15, d=d)
+    deadline = deadline_after(30)
+    idle = connect(port)
+    suite.on_cleanup(idle.close)
+    idle.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"drain\n" not in head:
+        idle.settimeout(remaining(deadline, "first answer"))
+        chunk = idle.recv(4096)
+        check(chunk, f"the connection ended after {head!r}")
+        head += chunk
+    fresh = connect(port)
+    suite.on_cleanup(fresh.close)
+    lmark = d.mark()
+    d.signal(signal.SIGQUIT)
+    d.wait_log(r"(?i)drain", 5, since=lmark)
+    idle.settimeout(remaining(deadline, "idle connection"))
+    check_eq(idle.recv(4096), b"", "an idle keep-alive connection after SIGQUIT")
+    fresh.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while True:
+        fresh.settimeout(remaining(deadline, "fresh connection"))
+        chunk = fresh.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    check(got.startswith(b"HTTP/1.1 200"), f"the fresh connection's answer: {got[:80]!r}")
+    check(b"connection: close" in got.lower(), f"no Connection: close in {got[:200]!r}")
+    check(got.endswith(b"drain\n"), f"the fresh connection's body: {got[-40:]!r}")
+    check_eq(d.wait_exit(10), 0, "exit status after the drain")
+
 
 suite.main()
