@@ -297,12 +297,11 @@ static void signal_workers(struct master *m, int sig)
 
 static void begin_stop(struct master *m, int sig)
 {
-	if (!m->stopping) {
+	if (!m->stopping) { /* a second signal does not postpone the kill */
 		cs_log(CS_LOG_NOTICE, "cosockd: master: %s: stopping the workers", strsignal(sig));
 		cs_notify("STOPPING=1");
-	}
-	if (!m->stopping)
 		m->kill_at_ms = now_ms() + m->cfg->stop_grace_ms + STOP_SLACK_MS;
+	}
 	m->stopping = true;
 	for (unsigned i = 0; i < m->nslots; i++)
 		m->slots[i].restart_at_ms = 0;
