@@ -47,11 +47,19 @@ def round_trip(s, payload, deadline):
     check_eq(recv_exact(s, len(payload), deadline), payload, "echo")
 
 
+def alive(pid):
+    """Running, not a zombie (a process may vanish while we look)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def wait_gone(pids, timeout):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not [p for p in pids if os.path.exists(f"/proc/{p}")
-                and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]:
+        if not [p for p in pids if alive(p)]:
             return
         time.sleep(0.05)
     raise TestFailure(f"processes {pids} still there {timeout:g} s later")
