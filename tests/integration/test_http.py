@@ -1157,6 +1157,9 @@ def seed12b_page_writes_until_queue_full():
     check_eq(limit, 16384, "sock:queuelen() (the default limit)")
     check(queued >= limit, f"write returned nil,{queued}: below the queue limit {limit}")
     d.wait_log(r"received first message; now stop$", timeout=10)
+    # the response can overtake the page's thousands of trace records in
+    # the log pipe: wait for the failed write's record itself
+    d.wait_log(r": nil\t(\d+)$", timeout=30)
     failed = d.find_log(r": nil\t(\d+)$")
     check(len(failed) == 1 and failed[0].group(1) == str(queued),
           f"traced nil,<number> {[f.group(0) for f in failed]}")
