@@ -15,6 +15,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,9 @@
 extern const char app_echo[], app_proxy[];
 extern const size_t app_echo_len, app_proxy_len;
 
-static volatile sig_atomic_t stop_signal, drain_signal, hup_signal;
+/* Set by the handler on whichever thread the signal lands (a pool thread
+ * too): lock-free atomics, so both async-signal-safe and race-free. */
+static atomic_int stop_signal, drain_signal, hup_signal;
 static cs_loop *signal_loop;
 
 struct options {
