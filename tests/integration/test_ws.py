@@ -409,6 +409,9 @@ def frame_sizes_125_126_65535():
             await echo(ws, "\u00e9" * (65535 // 2) + "a", "text 65535")
             await echo(ws, pattern(65535, 1), "binary 65535")
     run(body)
+    # the echo can come back before the page's record reaches the log
+    wait_record(d, "MSG", "small", count=6)
+    wait_record(d, "MSG", "max", count=2)
     small = [(r["len"], r["text"], r["form"]) for r in msgs(d, "small")]
     want = []
     for n in (1, 125, 126):
